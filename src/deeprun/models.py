@@ -1,0 +1,193 @@
+"""Models (config group ``model``): Keras-style MLPs assembled from the other groups' parts.
+
+Layer order follows the book's Keras models: an optional input BN layer; per hidden layer
+``[dropout] → Dense → [BN] → activation → [BN]`` (BN before or after the activation, per
+``normalization``); then ``[dropout] → Dense(outputs)``. The output layer keeps Keras's default
+glorot_uniform initializer unless ``model.output_initializer`` says otherwise. Softmax and sigmoid
+heads return *logits*; the loss applies the link function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from deeprun.activations import ActivationSpec
+from deeprun.initializers import INITIALIZERS, Initializer
+from deeprun.normalization import Normalization
+from deeprun.registry import ConfigError, Registry, require, require_positive
+from deeprun.regularizers import Regularization
+
+MODELS: Registry["ModelSpec"] = Registry("model")
+
+Head = Literal["softmax", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Base: the hidden layer sizes plus the output layer's settings."""
+
+    output_initializer: str = "glorot_uniform"
+    head: Head = "softmax"
+
+    def __post_init__(self) -> None:
+        if self.output_initializer not in INITIALIZERS:
+            raise ConfigError(
+                f"model.output_initializer: unknown option {self.output_initializer!r}; "
+                f"valid options: {', '.join(INITIALIZERS.names())}"
+            )
+
+    def hidden_layers(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def output_units(self, n_classes: int) -> int:
+        if self.head == "sigmoid":
+            require(n_classes == 2, "model.head", "sigmoid needs a 2-class dataset", n_classes)
+            return 1
+        return n_classes
+
+
+@MODELS.register("mlp")
+@dataclass(frozen=True)
+class MLPSpec(ModelSpec):
+    hidden: tuple[int, ...] = (300, 100)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for i, units in enumerate(self.hidden):
+            require_positive(f"model.hidden[{i}]", units)
+
+    def hidden_layers(self) -> tuple[int, ...]:
+        return self.hidden
+
+
+@MODELS.register("deep_mlp")
+@dataclass(frozen=True)
+class DeepMLPSpec(ModelSpec):
+    """``depth`` hidden layers of ``width`` units (100×100 in the SELU-vs-ReLU experiment)."""
+
+    depth: int = 100
+    width: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive("model.depth", self.depth)
+        require_positive("model.width", self.width)
+
+    def hidden_layers(self) -> tuple[int, ...]:
+        return (self.width,) * self.depth
+
+
+class DenseBlock(nnx.Module):
+    """One hidden layer: Dense, its activation and, where selected, batch norm before or after it."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        initializer: Initializer,
+        activation: ActivationSpec,
+        normalization: Normalization,
+        rngs: nnx.Rngs,
+    ):
+        self.placement = normalization.placement
+        self.dense = nnx.Linear(
+            in_features,
+            out_features,
+            use_bias=self.placement != "before",  # BN's β replaces the bias
+            kernel_init=initializer.build(),
+            rngs=rngs,
+        )
+        self.norm = None if self.placement == "none" else normalization.layer(out_features, rngs)
+        self.activation = activation.build(out_features, rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool, key: jax.Array | None) -> jax.Array:
+        x = self.dense(x)
+        if self.placement == "before":
+            x = self.norm(x, use_running_average=not train)
+        x = self.activation(x, train=train, key=key)
+        if self.placement == "after":
+            x = self.norm(x, use_running_average=not train)
+        return x
+
+
+class MLP(nnx.Module):
+    """A multilayer perceptron on flattened inputs; ``__call__`` returns logits."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        n_features: int,
+        n_classes: int,
+        initializer: Initializer,
+        activation: ActivationSpec,
+        normalization: Normalization,
+        regularization: Regularization,
+        rngs: nnx.Rngs,
+    ):
+        self.head = spec.head
+        self.dropout = regularization.dropout
+        self.input_norm = normalization.layer(n_features, rngs) if normalization.normalizes_input else None
+        widths = (n_features, *spec.hidden_layers())
+        self.blocks = nnx.List(
+            DenseBlock(fan_in, fan_out, initializer, activation, normalization, rngs)
+            for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.output = nnx.Linear(
+            widths[-1],
+            spec.output_units(n_classes),
+            kernel_init=INITIALIZERS.default(spec.output_initializer).build(),
+            rngs=rngs,
+        )
+
+    def _drop(self, x: jax.Array, before_output: bool, train: bool, key: jax.Array | None) -> jax.Array:
+        if not train or self.dropout is None:
+            return x
+        if self.dropout.placement == "output" and not before_output:
+            return x
+        return self.dropout(x, key)
+
+    def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None) -> jax.Array:
+        """Forward pass; ``train`` selects batch statistics, dropout and random slopes (which need ``key``)."""
+        if train and key is None:
+            raise ValueError("training mode needs a PRNG key")
+        keys = jax.random.split(key, 2 * len(self.blocks) + 1) if train else [None] * (2 * len(self.blocks) + 1)
+        if self.input_norm is not None:
+            x = self.input_norm(x, use_running_average=not train)
+        for i, block in enumerate(self.blocks):
+            x = self._drop(x, False, train, keys[2 * i])
+            x = block(x, train=train, key=keys[2 * i + 1])
+        x = self._drop(x, True, train, keys[-1])
+        return self.output(x)
+
+    def kernels(self) -> list[jax.Array]:
+        """Every Dense kernel (hidden and output): what ℓ1/ℓ2 penalize."""
+        return [block.dense.kernel[...] for block in self.blocks] + [self.output.kernel[...]]
+
+    def constrain(self, max_norm) -> None:
+        """Apply a max-norm constraint to the hidden kernels in place (after an optimizer update)."""
+        for block in self.blocks:
+            block.dense.kernel[...] = max_norm(block.dense.kernel[...])
+
+
+def predict_probabilities(logits: jax.Array, head: Head) -> jax.Array:
+    """Class probabilities from logits: softmax, or [1 − p, p] for a sigmoid head."""
+    if head == "sigmoid":
+        p = jax.nn.sigmoid(logits[..., 0])
+        return jnp.stack([1 - p, p], axis=-1)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def count_parameters(model: nnx.Module) -> dict[str, int]:
+    """Keras's summary counts: trainable (``Param``) and non-trainable (BN moving statistics)."""
+
+    def size(state) -> int:
+        return int(sum(leaf.size for leaf in jax.tree.leaves(state)))
+
+    trainable = size(nnx.state(model, nnx.Param))
+    non_trainable = size(nnx.state(model, nnx.BatchStat))
+    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}

@@ -1,0 +1,165 @@
+"""Registries of named, validated builders: the link between a config group and its module.
+
+Every user-facing config group (``conf/<group>/*.yaml``) is a mapping of ``name:`` plus keyword
+fields. The module of that group owns a :class:`Registry` whose entries are frozen dataclasses: the
+dataclass *is* the schema (field names, types and Keras-faithful defaults) and its methods build the
+JAX/Optax object. :meth:`Registry.build` turns a plain mapping into a validated instance, so a bad value
+is rejected with one line naming the field before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user's configuration is invalid. The message is one line that names the field."""
+
+
+def require(condition: bool, where: str, message: str, value: Any) -> None:
+    """Raise :class:`ConfigError` ``"<where> <message> (got <value>)"`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{where} {message} (got {value!r})")
+
+
+def require_positive(where: str, value: float | int) -> None:
+    require(value > 0, where, "must be > 0", value)
+
+
+def require_non_negative(where: str, value: float | int) -> None:
+    require(value >= 0, where, "must be >= 0", value)
+
+
+def require_in_unit_interval(where: str, value: float, *, closed_right: bool = False) -> None:
+    """0 <= value < 1 (or <= 1 with ``closed_right``)."""
+    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
+    require(ok, where, "must be in [0, 1]" if closed_right else "must be in [0, 1)", value)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a (simple) type annotation, converting where YAML is loose (int → float)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if dataclasses.is_dataclass(annotation):
+        require(isinstance(value, Mapping), where, "must be a mapping", value)
+        return from_mapping(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is typing.Literal:
+        require(value in args, where, f"must be one of {', '.join(map(str, args))}", value)
+        return value
+    if origin in (tuple, list, Sequence) or annotation in (tuple, list):
+        require(
+            isinstance(value, Sequence) and not isinstance(value, str), where, "must be a list", value
+        )
+        item_type = args[0] if args else Any
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        require(isinstance(value, bool), where, "must be true or false", value)
+        return value
+    if annotation is int:
+        require(isinstance(value, int) and not isinstance(value, bool), where, "must be an integer", value)
+        return value
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        require(ok, where, "must be a number", value)
+        return float(value)
+    if annotation is str:
+        require(isinstance(value, str), where, "must be a string", value)
+        return value
+    return value
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    """Instantiate dataclass ``cls`` from ``values``, rejecting unknown fields and wrong types.
+
+    ``where`` prefixes error messages (e.g. ``"optimizer.nadam"``). Range checks live in each
+    dataclass's ``__post_init__``.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}"
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required field {missing[0]!r}")
+    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+class Registry(Generic[T]):
+    """Named dataclass builders for one config group.
+
+    >>> OPTIMIZERS = Registry("optimizer")
+    >>> @OPTIMIZERS.register("sgd")
+    ... @dataclasses.dataclass(frozen=True)
+    ... class SGD:
+    ...     learning_rate: float = 0.01
+    >>> OPTIMIZERS.build({"name": "sgd", "learning_rate": 0.1})
+    SGD(learning_rate=0.1)
+    """
+
+    def __init__(self, group: str):
+        self.group = group
+        self._entries: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        def decorate(cls: type[T]) -> type[T]:
+            if name in self._entries:
+                raise KeyError(f"{self.group}: {name!r} is registered twice")
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{self.group}.{name}: register a dataclass")
+            self._entries[name] = cls
+            return cls
+
+        return decorate
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> type[T]:
+        if name not in self._entries:
+            raise ConfigError(
+                f"{self.group}: unknown option {name!r}; valid options: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def build(self, config: Mapping[str, Any]) -> T:
+        """Validate ``{"name": ..., **fields}`` and return the dataclass instance."""
+        if not isinstance(config, Mapping) or "name" not in config:
+            raise ConfigError(f"{self.group}: expected a mapping with a 'name' field (got {config!r})")
+        fields = dict(config)
+        name = fields.pop("name")
+        return from_mapping(self.get(name), fields, f"{self.group}.{name}")
+
+    def default(self, name: str) -> T:
+        """The option with all its defaults (handy in tests and plots)."""
+        return self.build({"name": name})

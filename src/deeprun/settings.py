@@ -1,0 +1,127 @@
+"""Validated settings: the one place a plain config mapping becomes typed, checked objects.
+
+``settings_from_config`` takes the composed config as a plain ``dict`` (the CLI converts Hydra's
+DictConfig; tests pass dicts), resolves each group through its module's registry and checks the
+combinations no single group can see. Every error is a :class:`ConfigError` with one line that names
+the field, raised before any data is loaded or anything is compiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from deeprun.activations import ACTIVATIONS, ActivationSpec
+from deeprun.data import DATASETS
+from deeprun.initializers import INITIALIZERS, Initializer
+from deeprun.models import MODELS, ModelSpec
+from deeprun.normalization import NORMALIZATIONS, Normalization
+from deeprun.optimizers import OPTIMIZERS, OptimizerSpec
+from deeprun.registry import ConfigError, from_mapping, require, require_non_negative, require_positive
+from deeprun.regularizers import Regularization, build_regularization
+from deeprun.schedules import SCHEDULES
+
+Monitor = Literal["val/loss", "val/accuracy", "train/loss", "train/accuracy"]
+
+
+def monitor_mode(monitor: str, mode: str) -> Literal["min", "max"]:
+    """Keras's ``mode="auto"``: maximize accuracies, minimize losses."""
+    if mode != "auto":
+        return mode  # type: ignore[return-value]
+    return "max" if monitor.endswith("accuracy") else "min"
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Keras ``EarlyStopping``; ``restore_best`` restores the best weights when it stops the run."""
+
+    enabled: bool = True
+    monitor: Monitor = "val/loss"
+    mode: Literal["min", "max", "auto"] = "auto"
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        require_non_negative("trainer.early_stopping.patience", self.patience)
+        require_non_negative("trainer.early_stopping.min_delta", self.min_delta)
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 42
+    shuffle: bool = True
+    drop_remainder: bool = False
+    eval_batch_size: int = 1000
+    checkpoint: bool = True
+    plots: bool = True
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+
+    def __post_init__(self) -> None:
+        require_positive("trainer.epochs", self.epochs)
+        require_positive("trainer.batch_size", self.batch_size)
+        require_positive("trainer.eval_batch_size", self.eval_batch_size)
+        require_non_negative("trainer.seed", self.seed)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs, validated."""
+
+    data: Any
+    model: ModelSpec
+    initializer: Initializer
+    activation: ActivationSpec
+    normalization: Normalization
+    regularization: Regularization
+    optimizer: OptimizerSpec
+    schedule: Any
+    trainer: TrainerSettings
+    name: str = "run"
+
+
+_GROUPS = ("data", "model", "initializer", "activation", "normalization", "regularizer", "optimizer",
+           "schedule", "trainer")
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """Validate a composed config (a plain mapping) into :class:`Settings`."""
+    unknown = sorted(set(config) - set(_GROUPS) - {"name"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid keys: {', '.join(_GROUPS)}, name")
+    missing = [group for group in _GROUPS if group not in config and group != "regularizer"]
+    if missing:
+        raise ConfigError(f"missing config group {missing[0]!r}")
+    settings = Settings(
+        data=DATASETS.build(config["data"]),
+        model=MODELS.build(config["model"]),
+        initializer=INITIALIZERS.build(config["initializer"]),
+        activation=ACTIVATIONS.build(config["activation"]),
+        normalization=NORMALIZATIONS.build(config["normalization"]),
+        regularization=build_regularization(config.get("regularizer")),
+        optimizer=OPTIMIZERS.build(config["optimizer"]),
+        schedule=SCHEDULES.build(config["schedule"]),
+        trainer=from_mapping(TrainerSettings, config["trainer"], "trainer"),
+        name=str(config.get("name", "run")),
+    )
+    _check_combinations(settings)
+    return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    """Rules that span groups."""
+    if getattr(settings.schedule, "cycle_momentum", False):
+        require(
+            settings.optimizer.momentum_hyperparam is not None,
+            "schedule.cycle_momentum",
+            f"needs an optimizer with momentum; {type(settings.optimizer).__name__} has none",
+            True,
+        )
+    if settings.regularization.l2 and getattr(settings.optimizer, "weight_decay", 0):
+        raise ConfigError(
+            "regularizer: l2 together with adamw's weight_decay penalizes the weights twice; "
+            "use one of them (the book: prefer AdamW's weight decay to l2 with Adam)"
+        )

@@ -1,0 +1,55 @@
+"""Shared fixtures: compose configs with Hydra's compose API and build validated settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from deeprun.cli import CONFIG_DIR
+from deeprun.settings import Settings, settings_from_config
+
+# Small and quick: the synthetic dataset, one small hidden layer, no files.
+FAST = ("data=synthetic", "model.hidden=[32]", "trainer.epochs=1", "trainer.checkpoint=false",
+        "trainer.plots=false")
+
+
+def compose_dict(overrides: Sequence[str] = ()) -> dict:
+    """The composed job config as a plain dict (what the CLI hands to ``settings_from_config``)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """``make_settings("optimizer=adam", ...)``: FAST overrides plus yours, validated."""
+
+    def make(*overrides: str, fast: bool = True) -> Settings:
+        base = FAST if fast else ()
+        if any(o.startswith("model=") for o in overrides):  # another model may have no `hidden` field
+            base = tuple(o for o in base if not o.startswith("model."))
+        return settings_from_config(compose_dict([*base, *overrides]))
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep decoded-data caches out of the user's home during tests (the system dataset still counts)."""
+    monkeypatch.setenv("DEEPRUN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("DEEPRUN_DATA", raising=False)
+    yield
+
+
+def fashion_mnist_available() -> bool:
+    """True where the real data can be found without a download (e.g. Debian's package)."""
+    from deeprun.data import DataError, locate_fashion_mnist
+
+    try:
+        locate_fashion_mnist(None, download=False)
+        return True
+    except DataError:
+        return False

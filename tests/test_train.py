@@ -1,0 +1,124 @@
+"""Training semantics: Keras's metric conventions, batching, determinism, early stopping, every option."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deeprun.activations import ACTIVATIONS
+from deeprun.initializers import INITIALIZERS
+from deeprun.models import MODELS
+from deeprun.normalization import NORMALIZATIONS
+from deeprun.optimizers import OPTIMIZERS
+from deeprun.regularizers import REGULARIZERS
+from deeprun.schedules import SCHEDULES
+from deeprun.train import Trainer, build_model, fit, steps_per_epoch
+
+
+def test_steps_per_epoch_follow_keras():
+    assert steps_per_epoch(55_000, 32, False) == 1719
+    assert steps_per_epoch(55_000, 128, False) == 430
+    assert steps_per_epoch(45_000, 32, False) == 1407
+    assert steps_per_epoch(55_000, 32, True) == 1718
+
+
+@pytest.mark.parametrize("drop_remainder,steps", [(False, 16), (True, 15)])
+def test_partial_last_batch_is_kept_unless_dropped(make_settings, drop_remainder, steps):
+    settings = make_settings("data.n_train=500", f"trainer.drop_remainder={str(drop_remainder).lower()}")
+    result = fit(settings, settings.data.load())
+    assert result.history[0]["step"] == steps
+
+
+def test_train_metrics_are_sample_weighted_running_means(make_settings):
+    """With a negligible learning rate the weights stay put, so Keras's running mean over the epoch's
+    batches (weighted by batch size, partial batch included) equals the loss over all examples."""
+    settings = make_settings("data.n_train=500", "optimizer=sgd", "optimizer.learning_rate=1e-12",
+                             "schedule=constant", "regularizer=l2")
+    dataset = settings.data.load()
+    result = fit(settings, dataset)
+    model = build_model(settings, dataset.n_features, dataset.n_classes)  # same seed: same initial weights
+    logits = model(jnp.asarray(dataset.x_train), train=False)
+    ce = -jax.nn.log_softmax(logits)[np.arange(500), dataset.y_train]
+    penalty = 0.01 * sum(float(jnp.sum(k**2)) for k in model.kernels())
+    expected_acc = float(jnp.mean(jnp.argmax(logits, -1) == dataset.y_train))
+    assert result.history[0]["train/loss"] == pytest.approx(float(jnp.mean(ce)) + penalty, rel=1e-5)
+    assert result.history[0]["train/accuracy"] == pytest.approx(expected_acc, abs=1e-6)
+
+
+def test_same_seed_same_metrics_different_seed_different(make_settings):
+    overrides = ("trainer.epochs=2", "regularizer=dropout")
+    a = fit(s := make_settings(*overrides), s.data.load()).history
+    b = fit(s, s.data.load()).history
+    c = fit(s2 := make_settings(*overrides, "trainer.seed=7"), s2.data.load()).history
+    strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in b]
+    assert a[-1]["train/loss"] != c[-1]["train/loss"]
+
+
+def test_training_learns_the_synthetic_task(make_settings):
+    settings = make_settings("trainer.epochs=5", "optimizer=adam", "optimizer.learning_rate=0.01",
+                             "schedule=constant")
+    result = fit(settings, settings.data.load())
+    assert result.status == "completed"
+    assert result.history[-1]["val/accuracy"] > 0.8
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+    assert result.test["accuracy"] > 0.8
+
+
+def test_lr_is_recorded_from_the_optimizer_state(make_settings):
+    settings = make_settings("trainer.epochs=3", "schedule=exponential", "schedule.unit=epoch",
+                             "schedule.decay_steps=2", "optimizer=sgd", "optimizer.learning_rate=0.1")
+    history = fit(settings, settings.data.load()).history
+    np.testing.assert_allclose([r["lr"] for r in history], [0.1 * 0.1 ** (e / 2) for e in range(3)], rtol=1e-6)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(make_settings):
+    """Monitoring val/loss in `max` mode makes epoch 1 the best while the loss falls: with patience 1
+    Keras stops after epoch 2 and restores epoch 1's weights."""
+    settings = make_settings("trainer.epochs=5", "optimizer=adam", "schedule=constant",
+                             "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=1")
+    dataset = settings.data.load()
+    result = fit(settings, dataset)
+    assert result.status == "stopped_early"
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert result.best_epoch == 1
+    restored = Trainer(settings, result.model, len(dataset.y_train))
+    val = restored.evaluate(restored.initial_state, jnp.asarray(dataset.x_val), jnp.asarray(dataset.y_val))
+    assert val["loss"] == pytest.approx(result.history[0]["val/loss"], rel=1e-5)
+
+
+def test_early_stopping_disabled_runs_every_epoch(make_settings):
+    settings = make_settings("trainer.epochs=3", "trainer.early_stopping.enabled=false",
+                             "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=0")
+    assert len(fit(settings, settings.data.load()).history) == 3
+
+
+def test_divergence_is_detected(make_settings):
+    settings = make_settings("trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e30",
+                             "schedule=constant", "activation=relu")
+    result = fit(settings, settings.data.load())
+    assert result.status == "diverged"
+    assert result.diverged_epoch == 1 and len(result.history) == 1
+    assert not math.isfinite(result.history[0]["train/loss"])
+    assert result.test is None
+
+
+def _every_option():
+    groups = {"initializer": INITIALIZERS, "activation": ACTIVATIONS, "normalization": NORMALIZATIONS,
+              "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "model": MODELS}
+    cases = [(f"{group}={name}",) for group, registry in groups.items() for name in registry.names()]
+    cases += [(f"regularizer={name}",) for name in REGULARIZERS.names()]
+    return cases
+
+
+@pytest.mark.parametrize("overrides", _every_option(), ids=lambda o: " ".join(o))
+def test_every_option_trains_one_epoch(make_settings, overrides):
+    extra = ("model.depth=3", "model.width=16") if overrides[0] == "model=deep_mlp" else ()
+    settings = make_settings(*overrides, *extra)
+    result = fit(settings, settings.data.load())
+    assert result.status == "completed"
+    record = result.history[0]
+    assert all(math.isfinite(record[k]) for k in ("train/loss", "val/loss", "lr"))
+    assert result.history[0]["step"] == 16
