@@ -35,7 +35,7 @@ run: install ## Train the default configuration (pass overrides with ARGS="optim
 	$(BIN)/deeprun $(ARGS)
 
 test: install ## Run the test suite (everything not marked slow)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 test-slow: install ## Run only the slow tests (real-data and longer runs)
 	$(BIN)/pytest -q -m slow

@@ -1,0 +1,135 @@
+"""The `deeprun` command end to end, in subprocesses: a run, a sweep, help, bad input, real data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import fashion_mnist_available
+
+from deeprun.runs import METRIC_KEYS
+
+FAST = ["data=synthetic", "model.hidden=[32]"]
+
+
+def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "deeprun.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def only_child(path: Path) -> Path:
+    children = [p for p in path.iterdir()]
+    assert len(children) == 1, children
+    return children[0]
+
+
+def test_single_run_writes_every_file(tmp_path):
+    result = deeprun(*FAST, "trainer.epochs=2", "name=smoke", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = only_child(tmp_path / "outputs" / "runs" / "smoke")
+    assert f"run folder: {run_dir}" in result.stdout.replace("\n", "")
+    assert "epoch   2/2" in result.stdout
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "metrics.csv", "summary.json",
+                 "learning_curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "checkpoint").is_dir()
+
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [list(line) for line in lines] == [list(METRIC_KEYS)] * 2
+    assert [line["epoch"] for line in lines] == [1, 2] and lines[1]["step"] == 32
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[1]["val/loss"]) == pytest.approx(lines[1]["val/loss"])
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    for key in ("best_epoch", "final", "best", "test", "params", "compile_time_s", "steady_epoch_time_s",
+                "versions", "device"):
+        assert key in summary, key
+    assert summary["final"]["val/accuracy"] == lines[1]["val/accuracy"]
+    assert set(summary["test"]) == {"loss", "accuracy"}
+    assert summary["params"]["total"] == 64 * 32 + 32 + 32 * 10 + 10
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+    for name in ("a", "b"):
+        assert deeprun(*FAST, "trainer.epochs=2", f"name={name}", "regularizer=dropout",
+                       "trainer.checkpoint=false", cwd=tmp_path).returncode == 0
+
+    def metrics(name):
+        lines = (only_child(tmp_path / "outputs/runs" / name) / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "epoch_time_s"} for line in lines]
+
+    assert metrics("a") == metrics("b")
+
+
+def test_multirun_sweeps_each_job_into_its_own_folder(tmp_path):
+    result = deeprun("-m", *FAST, "optimizer=sgd,adam", "trainer.epochs=1", "name=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep_dir = only_child(tmp_path / "outputs" / "sweeps" / "sweep")
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    optimizers = []
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        optimizers.append((job / ".hydra" / "overrides.yaml").read_text())
+    assert "optimizer=sgd" in optimizers[0] and "optimizer=adam" in optimizers[1]
+
+
+def test_help_lists_groups_and_options(tmp_path):
+    result = deeprun("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "optimizer: adagrad, adam, adamax, adamw, momentum, nadam, nesterov, rmsprop, sgd" in result.stdout
+    assert "schedule: 1cycle, constant, exponential, performance, piecewise, power" in result.stdout
+    assert "regularizer=[l2,dropout]" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    result = deeprun("--cfg", "job", "optimizer=nadam", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "name: nadam" in result.stdout and "momentum_schedule: legacy" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be > 0 (got -1.0)"),
+    (["regularizer=dropout", "regularizer.dropout.rate=1.5"], "regularizer.dropout.rate must be in [0, 1)"),
+    (["trainer.batch_size=0"], "trainer.batch_size must be > 0"),
+])
+def test_invalid_value_exits_2_with_one_line_and_no_run_folder(tmp_path, args, message):
+    result = deeprun(*FAST, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"deeprun: error: {message}" or message in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs" / "runs").rglob("summary.json"))
+    assert not any((tmp_path / "outputs" / "runs").rglob(".hydra"))
+
+
+def test_unknown_option_lists_the_valid_ones(tmp_path):
+    result = deeprun("optimizer=adamm", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'optimizer/adamm'" in result.stderr
+    assert "Available options in 'optimizer'" in result.stderr and "nadam" in result.stderr
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    result = deeprun(f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert result.returncode == 2
+    for hint in ("data.root", "DEEPRUN_DATA", "apt-get install dataset-fashion-mnist"):
+        assert hint in result.stderr
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed (make data)")
+def test_nadam_1cycle_one_epoch_on_real_fashion_mnist(tmp_path):
+    result = deeprun("optimizer=nadam", "schedule=1cycle", "trainer.epochs=1", "name=real", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((only_child(tmp_path / "outputs/runs/real") / "summary.json").read_text())
+    assert summary["final"]["val/accuracy"] > 0.8
+    assert summary["params"]["total"] == 266_610
+    lines = (only_child(tmp_path / "outputs/runs/real") / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["step"] == 1719
