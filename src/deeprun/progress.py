@@ -48,26 +48,23 @@ class EpochProgress:
 
 
 def results_table(summary: dict[str, Any]) -> Table:
-    """Final, best and test metrics side by side, plus status and timings."""
+    """Final train/val metrics, the best epoch's validation metrics and the test metrics."""
+    best_epoch = summary["best_epoch"]
     table = Table(title=f"{summary['name']}: {summary['status']} after {summary['epochs_completed']} epochs")
-    table.add_column("metric")
-    for column in ("final", "best", "test"):
-        table.add_column(f"{column}" + (f" (epoch {summary['best_epoch']})" if column == "best" else ""),
-                         justify="right")
+    for column in ("metric", "train", "val", f"best val (epoch {best_epoch})", "test"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    final, best, test = summary["final"] or {}, summary["best"] or {}, summary["test"] or {}
+
+    def cell(values: dict, key: str) -> str:
+        return f"{values[key]:.4f}" if key in values else "-"
+
     for metric in ("loss", "accuracy"):
-        for split in ("train", "val"):
-            key = f"{split}/{metric}"
-            row = [key]
-            for column in ("final", "best"):
-                values = summary[column] or {}
-                row.append(f"{values[key]:.4f}" if key in values else "")
-            test = summary["test"] or {}
-            row.append(f"{test[metric]:.4f}" if split == "val" and metric in test else "")
-            table.add_row(*row)
+        table.add_row(metric, cell(final, f"train/{metric}"), cell(final, f"val/{metric}"),
+                      cell(best, f"val/{metric}"), cell(test, metric))
     params = summary["params"]
+    steady = summary["steady_epoch_time_s"]
     table.caption = (
-        f"params {params['total']:,} ({params['trainable']:,} trainable)  ·  "
-        f"compile {summary['compile_time_s']:.1f}s  ·  steady epoch "
-        + (f"{summary['steady_epoch_time_s']:.2f}s" if summary["steady_epoch_time_s"] else "n/a")
+        f"{params['total']:,} params ({params['trainable']:,} trainable) · compile {summary['compile_time_s']:.1f}s"
+        f" · steady epoch {f'{steady:.2f}s' if steady else 'n/a'}"
     )
     return table
