@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 ARGS   ?=
 FMNIST := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test test-slow test-all clean
+.PHONY: help install install-bench data run test test-slow test-all bench clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,15 @@ test-slow: install ## Run only the slow tests (real-data and longer runs)
 
 test-all: install ## Run every test, slow ones included
 	$(BIN)/pytest -q -m "slow or not slow"
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
+	@touch $(BENCH_STAMP)
+
+install-bench: install $(BENCH_STAMP) ## make install, plus the benchmark peers (Keras 3, PyTorch CPU)
+
+bench: install-bench ## Benchmark deeprun against Keras 3/JAX and PyTorch (ARGS="--batch-sizes 256 --repeats 1" ...)
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 clean: ## Remove outputs, caches and the virtual environment
 	rm -rf outputs/runs outputs/sweeps multirun .pytest_cache $(VENV)

@@ -32,8 +32,9 @@ def test_penalty_covers_every_dense_kernel_and_is_in_val_loss(make_settings):
                                   [b.dense.kernel[...] for b in model.blocks] + [model.output.kernel[...]])
     logits = model(jnp.asarray(dataset.x_val), train=False)
     ce = float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(dataset.y_val)), dataset.y_val]))
-    trainer = Trainer(settings, model, len(dataset.y_train))
-    val = trainer.evaluate(trainer.initial_state, jnp.asarray(dataset.x_val), jnp.asarray(dataset.y_val))
+    trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
+    state, _ = trainer.init(settings)
+    val = trainer.evaluate(state, settings.regularization, jnp.asarray(dataset.x_val), jnp.asarray(dataset.y_val))
     assert val["loss"] == pytest.approx(ce + expected_penalty, rel=1e-5)
 
 
@@ -81,17 +82,16 @@ def test_max_norm_is_applied_after_every_update(make_settings):
 
 def test_dropout_placement(make_settings):
     """`all` drops before every Dense (inputs included); `output` only before the output layer."""
-    x = jnp.ones((1, 1000))
-    key = jax.random.key(0)
+    x = jax.random.uniform(jax.random.key(0), (4, 64))
+    model = build_model(make_settings("activation=relu"), 64, 10)
+    inference = model.hidden(x)
     for placement, hidden_dropped in (("all", True), ("output", False)):
-        settings = make_settings("regularizer=dropout", "regularizer.dropout.rate=0.5",
-                                 f"regularizer.dropout.placement={placement}")
-        model = build_model(settings, 1000, 10)
-        before_hidden = np.asarray(model._drop(x, False, True, key))
-        before_output = np.asarray(model._drop(x, True, True, key))
-        assert (before_hidden == 0).any() == hidden_dropped
-        assert (before_output == 0).any()
-        np.testing.assert_array_equal(model._drop(x, True, False, key), x)  # inference: identity
+        layer = REGULARIZERS.build({"name": "dropout", "rate": 0.5, "placement": placement})
+        hidden = model.hidden(x, train=True, key=jax.random.key(1), dropout=layer)
+        assert (not np.allclose(hidden, inference)) == hidden_dropped
+        outputs = [model(x, train=True, key=jax.random.key(k), dropout=layer) for k in (1, 2)]
+        assert not np.allclose(*outputs)  # the output layer's input is dropped either way
+    np.testing.assert_array_equal(model(x, dropout=layer), model(x))  # inference: no dropout
 
 
 @pytest.mark.parametrize("pair", [["l1", "l1_l2"], ["l2", "l1_l2"], ["dropout", "alpha_dropout"]])

@@ -84,8 +84,9 @@ def test_early_stopping_stops_and_restores_the_best_weights(make_settings):
     assert result.status == "stopped_early"
     assert [r["epoch"] for r in result.history] == [1, 2]
     assert result.best_epoch == 1
-    restored = Trainer(settings, result.model, len(dataset.y_train))
-    val = restored.evaluate(restored.initial_state, jnp.asarray(dataset.x_val), jnp.asarray(dataset.y_val))
+    trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
+    val = trainer.evaluate(result.state, settings.regularization, jnp.asarray(dataset.x_val),
+                           jnp.asarray(dataset.y_val))
     assert val["loss"] == pytest.approx(result.history[0]["val/loss"], rel=1e-5)
 
 
@@ -122,3 +123,45 @@ def test_every_option_trains_one_epoch(make_settings, overrides):
     record = result.history[0]
     assert all(math.isfinite(record[k]) for k in ("train/loss", "val/loss", "lr"))
     assert result.history[0]["step"] == 16
+
+
+def _close(a, b):
+    keys = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "step", "epoch")
+    np.testing.assert_allclose([[r[k] for k in keys] for r in a], [[r[k] for k in keys] for r in b],
+                               rtol=2e-4, atol=2e-5)
+
+
+def test_fused_runs_match_runs_alone(make_settings):
+    """Runs differing in seed, learning rate, momentum and dropout rate train as one vmapped program
+    and give each run the numbers it gets alone."""
+    from deeprun.train import fit_many
+
+    variants = [("trainer.seed=1", "optimizer.learning_rate=0.01", "regularizer.dropout.rate=0.1"),
+                ("trainer.seed=2", "optimizer.learning_rate=0.03", "regularizer.dropout.rate=0.3"),
+                ("trainer.seed=3", "optimizer.momentum=0.5", "regularizer.dropout.rate=0.2")]
+    runs = [make_settings("trainer.epochs=3", "regularizer=dropout", "optimizer=momentum", *v) for v in variants]
+    dataset = runs[0].data.load()
+    fused = fit_many(runs, dataset)
+    for settings, together in zip(runs, fused, strict=True):
+        alone = fit(settings, dataset)
+        _close(together.history, alone.history)
+        assert together.test == pytest.approx(alone.test, rel=2e-4)
+    assert fused[0].history[-1]["train/loss"] != fused[1].history[-1]["train/loss"]
+
+
+def test_fused_runs_stop_and_reduce_lr_independently(make_settings):
+    from deeprun.train import fit_many
+
+    common = ("trainer.epochs=6", "optimizer=adam", "schedule=performance", "schedule.patience=1",
+              "schedule.monitor=train/accuracy", "schedule.mode=min")
+    runs = [make_settings(*common, "trainer.early_stopping.enabled=false"),
+            make_settings(*common, "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=1",
+                          "trainer.seed=5")]
+    dataset = runs[0].data.load()
+    fused = fit_many(runs, dataset)
+    assert fused[0].status == "completed" and len(fused[0].history) == 6
+    assert fused[1].status == "stopped_early" and len(fused[1].history) == 2
+    for settings, together in zip(runs, fused, strict=True):
+        _close(together.history, fit(settings, dataset).history)
+    lrs = [r["lr"] for r in fused[0].history]
+    assert lrs[-1] < lrs[0]  # accuracy rises, so "min" mode sees no improvement and halves the lr

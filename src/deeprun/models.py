@@ -20,7 +20,7 @@ from deeprun.activations import ActivationSpec
 from deeprun.initializers import INITIALIZERS, Initializer
 from deeprun.normalization import Normalization
 from deeprun.registry import ConfigError, Registry, require, require_positive
-from deeprun.regularizers import Regularization
+from deeprun.regularizers import AlphaDropout, Dropout
 
 MODELS: Registry["ModelSpec"] = Registry("model")
 
@@ -126,11 +126,9 @@ class MLP(nnx.Module):
         initializer: Initializer,
         activation: ActivationSpec,
         normalization: Normalization,
-        regularization: Regularization,
         rngs: nnx.Rngs,
     ):
         self.head = spec.head
-        self.dropout = regularization.dropout
         self.input_norm = normalization.layer(n_features, rngs) if normalization.normalizes_input else None
         widths = (n_features, *spec.hidden_layers())
         self.blocks = nnx.List(
@@ -144,25 +142,42 @@ class MLP(nnx.Module):
             rngs=rngs,
         )
 
-    def _drop(self, x: jax.Array, before_output: bool, train: bool, key: jax.Array | None) -> jax.Array:
-        if not train or self.dropout is None:
-            return x
-        if self.dropout.placement == "output" and not before_output:
-            return x
-        return self.dropout(x, key)
-
-    def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None) -> jax.Array:
-        """Forward pass; ``train`` selects batch statistics, dropout and random slopes (which need ``key``)."""
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+        dropout: Dropout | AlphaDropout | None = None,
+    ) -> jax.Array:
+        """Forward pass. ``train`` selects batch statistics, random activation slopes and ``dropout``
+        (whose ``placement`` says where it acts); training needs a PRNG ``key``. The dropout layer is
+        an argument rather than part of the model so its rate can be a traced number (fused sweeps)."""
         if train and key is None:
             raise ValueError("training mode needs a PRNG key")
-        keys = jax.random.split(key, 2 * len(self.blocks) + 1) if train else [None] * (2 * len(self.blocks) + 1)
+        hidden_key, output_key = jax.random.split(key) if train else (None, None)
+        x = self.hidden(x, train=train, key=hidden_key, dropout=dropout)
+        if train and dropout is not None:
+            x = dropout(x, output_key)
+        return self.output(x)
+
+    def hidden(
+        self,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+        dropout: Dropout | AlphaDropout | None = None,
+    ) -> jax.Array:
+        """The last hidden layer's output (the output layer's input, before its dropout)."""
+        keys = jax.random.split(key, 2 * len(self.blocks)) if train else [None] * (2 * len(self.blocks))
         if self.input_norm is not None:
             x = self.input_norm(x, use_running_average=not train)
         for i, block in enumerate(self.blocks):
-            x = self._drop(x, False, train, keys[2 * i])
+            if train and dropout is not None and dropout.placement == "all":
+                x = dropout(x, keys[2 * i])
             x = block(x, train=train, key=keys[2 * i + 1])
-        x = self._drop(x, True, train, keys[-1])
-        return self.output(x)
+        return x
 
     def kernels(self) -> list[jax.Array]:
         """Every Dense kernel (hidden and output): what ℓ1/ℓ2 penalize."""

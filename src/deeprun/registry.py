@@ -112,6 +112,31 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
+def numeric_pytree(data: Sequence[str], meta: Sequence[str] = ()) -> Callable[[type[T]], type[T]]:
+    """Register a validated dataclass as a JAX pytree: ``data`` fields are leaves (so the numbers of
+    several runs can be stacked and vmapped), ``meta`` fields are static structure.
+
+    Unflattening bypasses ``__init__``: the leaves may be tracers or stacked arrays, which the
+    range checks of ``__post_init__`` (already passed by the original values) cannot judge.
+    """
+    import jax
+
+    def register(cls: type[T]) -> type[T]:
+        def flatten(obj):
+            return [getattr(obj, name) for name in data], tuple(getattr(obj, name) for name in meta)
+
+        def unflatten(static, leaves):
+            obj = object.__new__(cls)
+            for name, value in (*zip(data, leaves, strict=True), *zip(meta, static, strict=True)):
+                object.__setattr__(obj, name, value)
+            return obj
+
+        jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+        return cls
+
+    return register
+
+
 class Registry(Generic[T]):
     """Named dataclass builders for one config group.
 

@@ -27,6 +27,7 @@ from deeprun.registry import (
     ConfigError,
     Registry,
     from_mapping,
+    numeric_pytree,
     require_in_unit_interval,
     require_non_negative,
     require_positive,
@@ -67,6 +68,7 @@ class L1L2:
 
 
 @REGULARIZERS.register("dropout")
+@numeric_pytree(data=["rate"], meta=["placement"])
 @dataclass(frozen=True)
 class Dropout:
     """``placement: all`` drops the inputs and every hidden layer's outputs (before each Dense)."""
@@ -82,6 +84,7 @@ class Dropout:
 
 
 @REGULARIZERS.register("alpha_dropout")
+@numeric_pytree(data=["rate"], meta=["placement"])
 @dataclass(frozen=True)
 class AlphaDropout:
     """Defaults to the exercise's use: one AlphaDropout before the output layer."""
@@ -97,6 +100,7 @@ class AlphaDropout:
 
 
 @REGULARIZERS.register("max_norm")
+@numeric_pytree(data=["max_value"], meta=["axis"])
 @dataclass(frozen=True)
 class MaxNorm:
     max_value: float = 1.0
@@ -111,8 +115,6 @@ class MaxNorm:
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """Inverted dropout: keep each unit with probability 1 − rate and scale it by 1/(1 − rate)."""
-    if rate == 0:
-        return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
@@ -120,8 +122,6 @@ def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
 def alpha_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """Keras ``AlphaDropout``: dropped units are set to SELU's saturation value α', then an affine
     map a·x + b restores zero mean and unit variance."""
-    if rate == 0:
-        return x
     saturation = -SELU_ALPHA * SELU_SCALE
     keep_prob = 1.0 - rate
     a = (keep_prob * (1.0 + rate * saturation**2)) ** -0.5
@@ -136,12 +136,14 @@ def max_norm(kernel: jax.Array, max_value: float, axis: int = 0) -> jax.Array:
     return kernel * (jnp.clip(norms, 0, max_value) / (1e-7 + norms))
 
 
+@numeric_pytree(data=["l1", "l2", "dropout", "max_norm"])
 @dataclass(frozen=True)
 class Regularization:
-    """All selected regularizers, merged: penalty factors, the stochastic layer and the constraint."""
+    """All selected regularizers, merged: penalty factors (None: not selected), the stochastic layer
+    and the constraint. A pytree, so the numbers of several runs can be stacked."""
 
-    l1: float = 0.0
-    l2: float = 0.0
+    l1: float | None = None
+    l2: float | None = None
     dropout: Dropout | AlphaDropout | None = None
     max_norm: MaxNorm | None = None
 
@@ -149,9 +151,9 @@ class Regularization:
         """l1·Σ|w| + l2·Σw² over the given kernels (0 when neither is selected)."""
         total = jnp.zeros((), jnp.float32)
         for kernel in kernels:
-            if self.l1:
+            if self.l1 is not None:
                 total += self.l1 * jnp.sum(jnp.abs(kernel))
-            if self.l2:
+            if self.l2 is not None:
                 total += self.l2 * jnp.sum(jnp.square(kernel))
         return total
 
@@ -174,8 +176,8 @@ def build_regularization(config: Mapping[str, Mapping[str, Any] | None] | None) 
         if pair <= options.keys():
             first, second = sorted(pair)
             raise ConfigError(f"regularizer: {first} and {second} conflict: {reason}")
-    l1 = sum(o.factor if isinstance(o, L1) else o.l1 for o in options.values() if isinstance(o, (L1, L1L2)))
-    l2 = sum(o.factor if isinstance(o, L2) else o.l2 for o in options.values() if isinstance(o, (L2, L1L2)))
+    l1 = options["l1"].factor if "l1" in options else options["l1_l2"].l1 if "l1_l2" in options else None
+    l2 = options["l2"].factor if "l2" in options else options["l1_l2"].l2 if "l1_l2" in options else None
     stochastic = options.get("dropout") or options.get("alpha_dropout")
-    return Regularization(l1=float(l1), l2=float(l2), dropout=stochastic, max_norm=options.get("max_norm"))
+    return Regularization(l1=l1, l2=l2, dropout=stochastic, max_norm=options.get("max_norm"))
 

@@ -37,8 +37,6 @@ from deeprun.registry import (
 SCHEDULES: Registry[Any] = Registry("schedule")
 
 Unit = Literal["step", "epoch"]
-# A rate (or momentum) as a function of the float32 counter t.
-Rate = Callable[[jax.Array], jax.Array]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,8 +59,7 @@ def exponential_decay(
 ) -> jax.Array:
     """η(t) = η0 · r^(t/s), or η0 · r^⌊t/s⌋ with ``staircase``."""
     exponent = t / decay_steps
-    if staircase:
-        exponent = jnp.floor(exponent)
+    exponent = jnp.where(staircase, jnp.floor(exponent), exponent)
     return initial_lr * decay_rate**exponent
 
 
@@ -77,9 +74,9 @@ def piecewise_constant(
     switch_at_boundary=True  — values[i] while t <  boundaries[i] (the book's per-epoch callback);
     switch_at_boundary=False — values[i] while t <= boundaries[i] (tf ``PiecewiseConstantDecay``).
     """
-    side = "right" if switch_at_boundary else "left"
-    index = jnp.searchsorted(jnp.asarray(boundaries, jnp.float32), t, side=side)
-    return jnp.asarray(values, jnp.float32)[index]
+    boundaries = jnp.asarray(boundaries, jnp.float32)
+    passed = jnp.where(switch_at_boundary, t >= boundaries, t > boundaries)
+    return jnp.asarray(values, jnp.float32)[jnp.sum(passed)]
 
 
 def linear_interpolation(t: jax.Array, t0: int, t1: int, v0: float, v1: float) -> jax.Array:
@@ -88,7 +85,7 @@ def linear_interpolation(t: jax.Array, t0: int, t1: int, v0: float, v1: float) -
     The weighted form hits v1 exactly at t1 in float32 (the other form loses ~1e-9 to cancellation,
     a relative 1e-4 when v1 is 1cycle's tiny last_lr). An empty segment (t1 = t0) is never selected.
     """
-    length = max(t1 - t0, 1)
+    length = jnp.maximum(t1 - t0, 1)
     return v0 * ((t1 - t) / length) + v1 * ((t - t0) / length)
 
 
@@ -182,40 +179,50 @@ class PlateauRule:
 # --------------------------------------------------------------------------------------------------
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["rate_args", "momentum_args"],
+    meta_fields=["rate_fn", "unit", "momentum_fn", "plateau"],
+)
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """A resolved schedule: pure, jit-friendly functions of (step, epoch).
 
-    ``rate`` and ``momentum_rate`` take the counter named by ``unit``. ``rate`` is None when the lr is
-    not a function of the counters (``performance``: then ``plateau`` says how the host changes it).
+    The rate is ``rate_fn(t, **rate_args)`` with t the counter named by ``unit`` (likewise the
+    momentum). The numeric arguments are pytree leaves and the functions static, so the schedules of
+    several runs that differ only in numbers stack into one schedule with batched leaves (``jax.vmap``
+    then trains them together). ``rate_fn`` is None when the lr is not a function of the counters
+    (``performance``: then ``plateau`` says how the host changes it).
     """
 
-    rate: Rate | None
+    rate_fn: Callable[..., jax.Array] | None
+    rate_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     unit: Unit = "step"
-    momentum_rate: Rate | None = None
+    momentum_fn: Callable[..., jax.Array] | None = None
+    momentum_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     plateau: PlateauRule | None = None
 
     @property
     def sets_learning_rate(self) -> bool:
-        return self.rate is not None
+        return self.rate_fn is not None
 
     def _counter(self, step: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
         return jnp.asarray(step if self.unit == "step" else epoch, jnp.float32)
 
     def learning_rate(self, step: jax.Array | int, epoch: jax.Array | int) -> jax.Array:
         """The lr of the next update (float32 scalar)."""
-        if self.rate is None:
+        if self.rate_fn is None:
             raise ValueError(
                 "this schedule does not set the learning rate from the counters "
                 "(ReduceLROnPlateau changes it in the optimizer state between epochs)"
             )
-        return self.rate(self._counter(step, epoch)).astype(jnp.float32)
+        return self.rate_fn(self._counter(step, epoch), **self.rate_args).astype(jnp.float32)
 
     def momentum(self, step: jax.Array | int, epoch: jax.Array | int) -> jax.Array | None:
         """The momentum-like hyperparameter of the next update, or None when not cycled."""
-        if self.momentum_rate is None:
+        if self.momentum_fn is None:
             return None
-        return self.momentum_rate(self._counter(step, epoch)).astype(jnp.float32)
+        return self.momentum_fn(self._counter(step, epoch), **self.momentum_args).astype(jnp.float32)
 
 
 def learning_rate_curve(schedule: Schedule, steps_per_epoch: int, epochs: int) -> np.ndarray:
@@ -249,7 +256,7 @@ class Constant:
         _require_positive_if_set("learning_rate", self.learning_rate)
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
-        return Schedule(functools.partial(constant_rate, value=_or(self.learning_rate, base_lr)))
+        return Schedule(constant_rate, {"value": _or(self.learning_rate, base_lr)})
 
 
 @SCHEDULES.register("power")
@@ -268,13 +275,8 @@ class Power:
         require_non_negative("schedule.power", self.power)
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
-        rate = functools.partial(
-            power_decay,
-            initial_lr=_or(self.initial_lr, base_lr),
-            decay_steps=self.decay_steps,
-            power=self.power,
-        )
-        return Schedule(rate, unit=self.unit)
+        args = {"initial_lr": _or(self.initial_lr, base_lr), "decay_steps": self.decay_steps, "power": self.power}
+        return Schedule(power_decay, args, unit=self.unit)
 
 
 @SCHEDULES.register("exponential")
@@ -297,14 +299,13 @@ class Exponential:
         require_positive("schedule.decay_steps", self.decay_steps)
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
-        rate = functools.partial(
-            exponential_decay,
-            initial_lr=_or(self.initial_lr, base_lr),
-            decay_rate=self.decay_rate,
-            decay_steps=self.decay_steps,
-            staircase=self.staircase,
-        )
-        return Schedule(rate, unit=self.unit)
+        args = {
+            "initial_lr": _or(self.initial_lr, base_lr),
+            "decay_rate": self.decay_rate,
+            "decay_steps": self.decay_steps,
+            "staircase": self.staircase,
+        }
+        return Schedule(exponential_decay, args, unit=self.unit)
 
 
 @SCHEDULES.register("piecewise")
@@ -337,13 +338,12 @@ class Piecewise:
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
         values = self.values or tuple(base_lr * factor for factor in self.factors)
-        rate = functools.partial(
-            piecewise_constant,
-            boundaries=self.boundaries,
-            values=values,
-            switch_at_boundary=self.unit == "epoch",
-        )
-        return Schedule(rate, unit=self.unit)
+        args = {
+            "boundaries": np.asarray(self.boundaries, np.float32),
+            "values": np.asarray(values, np.float32),
+            "switch_at_boundary": self.unit == "epoch",
+        }
+        return Schedule(piecewise_constant, args, unit=self.unit)
 
 
 @SCHEDULES.register("performance")
@@ -385,7 +385,7 @@ class Performance:
             cooldown=self.cooldown,
             min_lr=self.min_lr,
         )
-        return Schedule(rate=None, plateau=rule)
+        return Schedule(rate_fn=None, plateau=rule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,11 +451,9 @@ class OneCycle:
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
         plan = self.plan(base_lr, steps_per_epoch, epochs)
-        cycle = functools.partial(one_cycle, half=plan.half, iterations=plan.iterations)
-        rate = functools.partial(cycle, start=plan.start_lr, peak=plan.max_lr, end=plan.last_lr)
-        momentum_rate = None
-        if self.cycle_momentum:
-            momentum_rate = functools.partial(
-                cycle, start=self.max_momentum, peak=self.min_momentum, end=self.max_momentum
-            )
-        return Schedule(rate, unit="step", momentum_rate=momentum_rate)
+        phases = {"half": plan.half, "iterations": plan.iterations}
+        rate_args = {**phases, "start": plan.start_lr, "peak": plan.max_lr, "end": plan.last_lr}
+        if not self.cycle_momentum:
+            return Schedule(one_cycle, rate_args, unit="step")
+        momentum_args = {**phases, "start": self.max_momentum, "peak": self.min_momentum, "end": self.max_momentum}
+        return Schedule(one_cycle, rate_args, unit="step", momentum_fn=one_cycle, momentum_args=momentum_args)

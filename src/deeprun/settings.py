@@ -120,7 +120,7 @@ def _check_combinations(settings: Settings) -> None:
             f"needs an optimizer with momentum; {type(settings.optimizer).__name__} has none",
             True,
         )
-    if settings.regularization.l2 and getattr(settings.optimizer, "weight_decay", 0):
+    if settings.regularization.l2 is not None and getattr(settings.optimizer, "weight_decay", 0):
         raise ConfigError(
             "regularizer: l2 together with adamw's weight_decay penalizes the weights twice; "
             "use one of them (the book: prefer AdamW's weight decay to l2 with Adam)"

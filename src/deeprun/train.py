@@ -8,6 +8,12 @@ host only reads the epoch's metrics afterwards (for early stopping, the plateau 
 Reported numbers follow Keras's ``fit``: train loss/accuracy are running means over the epoch's batches
 in training mode, weighted by batch size, penalty included; validation is computed once per epoch in
 inference mode, penalty included; test metrics once at the end.
+
+Fused sweeps: runs that share every shape-determining setting and differ only in numbers (seed, learning
+rate, momentum, schedule constants, penalty factors, dropout rate) are trained together by
+:func:`fit_many`: their states and :class:`Member` numbers are stacked along a leading axis and the same
+epoch program runs under ``jax.vmap``. Each run still gets its own history, early stopping and plateau
+rule.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -26,6 +32,8 @@ from flax import nnx
 
 from deeprun.models import MLP, count_parameters
 from deeprun.optimizers import learning_rate_of, with_hyperparams
+from deeprun.regularizers import Regularization
+from deeprun.schedules import Schedule
 from deeprun.settings import Settings, monitor_mode
 
 Metrics = dict[str, float]
@@ -41,6 +49,16 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
+class Member(NamedTuple):
+    """The numbers of one run that the compiled program reads as data, not constants: the PRNG key
+    (from ``trainer.seed``), the resolved schedule and the regularization. Stacked for fused sweeps;
+    the optimizer's learning rate and momentum live in ``TrainState.opt_state``."""
+
+    key: jax.Array
+    schedule: Schedule
+    regularization: Regularization
+
+
 @dataclass
 class TrainResult:
     """What a finished (or stopped) run produced."""
@@ -48,7 +66,7 @@ class TrainResult:
     status: str  # completed | stopped_early | diverged
     history: list[dict[str, Any]]
     best_epoch: int | None
-    best: Metrics | None
+    best: dict[str, Any] | None
     test: Metrics | None
     params: dict[str, int]
     compile_time_s: float
@@ -56,7 +74,6 @@ class TrainResult:
     model: MLP
     state: TrainState
     diverged_epoch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -72,7 +89,6 @@ def build_model(settings: Settings, n_features: int, n_classes: int) -> MLP:
         settings.initializer,
         settings.activation,
         settings.normalization,
-        settings.regularization,
         rngs=nnx.Rngs(params=settings.trainer.seed),
     )
 
@@ -95,45 +111,69 @@ def steps_per_epoch(n_examples: int, batch_size: int, drop_remainder: bool) -> i
     return n_examples // batch_size if drop_remainder else math.ceil(n_examples / batch_size)
 
 
-class Trainer:
-    """Builds the compiled epoch and evaluation programs for one model and dataset shape."""
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
-    def __init__(self, settings: Settings, model: MLP, n_train: int):
+
+def _unstack(tree: Any, index: int) -> Any:
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+class Trainer:
+    """The compiled epoch and evaluation programs for one model structure and dataset shape.
+
+    ``members`` > 1 compiles the programs under ``jax.vmap`` for stacked states (a fused sweep).
+    """
+
+    def __init__(self, settings: Settings, n_train: int, n_features: int, n_classes: int, members: int = 1):
         self.settings = settings
+        self.n_features, self.n_classes = n_features, n_classes
+        self.members = members
         trainer = settings.trainer
-        self.graphdef, params, batch_stats = nnx.split(model, nnx.Param, ...)
+        self.graphdef = nnx.graphdef(build_model(settings, n_features, n_classes))
         self.head = settings.model.head
         self.tx = settings.optimizer.build()
         self.steps_per_epoch = steps_per_epoch(n_train, trainer.batch_size, trainer.drop_remainder)
-        self.schedule = settings.schedule.resolve(
-            settings.optimizer.learning_rate, self.steps_per_epoch, trainer.epochs
+        epoch_fn, evaluate_fn = self._train_epoch, self._evaluate
+        if members > 1:
+            epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None, None, None))
+        self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
+        self.evaluate_fn = jax.jit(evaluate_fn)
+
+    def init(self, settings: Settings) -> tuple[TrainState, Member]:
+        """One run's initial state and numbers; its structure must match the trainer's settings."""
+        model = build_model(settings, self.n_features, self.n_classes)
+        _, params, batch_stats = nnx.split(model, nnx.Param, ...)
+        opt_state = settings.optimizer.build().init(params)
+        schedule = settings.schedule.resolve(
+            settings.optimizer.learning_rate, self.steps_per_epoch, settings.trainer.epochs
         )
-        self.initial_state = TrainState(params, batch_stats, self.tx.init(params), jnp.zeros((), jnp.int32))
-        self.base_key = jax.random.key(trainer.seed)
-        self.epoch_fn = jax.jit(self._train_epoch, donate_argnums=0)
-        self.evaluate_fn = jax.jit(self._evaluate)
+        state = TrainState(params, batch_stats, opt_state, jnp.zeros((), jnp.int32))
+        member = Member(jax.random.key(settings.trainer.seed), schedule, settings.regularization)
+        return state, member
 
     # ----- pure pieces, traced once -------------------------------------------------------------
     def _merge(self, params: nnx.State, batch_stats: nnx.State) -> MLP:
         # copy=True: fresh Variables in the current trace, so BN can update them under jax.grad/scan.
         return nnx.merge(self.graphdef, params, batch_stats, copy=True)
 
-    def _scheduled_opt_state(self, state: TrainState, epoch: jax.Array) -> optax.OptState:
+    def _scheduled_opt_state(self, state: TrainState, member: Member, epoch: jax.Array) -> optax.OptState:
         """Write this step's learning rate (and momentum, for cycling schedules) into the optimizer state."""
         values = {}
-        if self.schedule.sets_learning_rate:
-            values["learning_rate"] = self.schedule.learning_rate(state.step, epoch)
-        momentum = self.schedule.momentum(state.step, epoch)
+        if member.schedule.sets_learning_rate:
+            values["learning_rate"] = member.schedule.learning_rate(state.step, epoch)
+        momentum = member.schedule.momentum(state.step, epoch)
         if momentum is not None:
             values[self.settings.optimizer.momentum_hyperparam] = momentum
         return with_hyperparams(state.opt_state, **values) if values else state.opt_state
 
-    def _train_step(self, state: TrainState, x: jax.Array, y: jax.Array, key: jax.Array, epoch: jax.Array):
-        regularization = self.settings.regularization
+    def _train_step(self, state: TrainState, member: Member, x: jax.Array, y: jax.Array, key: jax.Array,
+                    epoch: jax.Array):
+        regularization = member.regularization
 
         def loss_fn(params, batch_stats):  # batch_stats is an argument: BN updates it in this trace
             model = self._merge(params, batch_stats)
-            logits = model(x, train=True, key=key)
+            logits = model(x, train=True, key=key, dropout=regularization.dropout)
             loss, correct = per_example_loss(logits, y, self.head)
             total = jnp.mean(loss) + regularization.penalty(model.kernels())
             _, _, batch_stats = nnx.split(model, nnx.Param, ...)
@@ -142,7 +182,7 @@ class Trainer:
         (loss, (correct, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats
         )
-        opt_state = self._scheduled_opt_state(state, epoch)
+        opt_state = self._scheduled_opt_state(state, member, epoch)
         updates, opt_state = self.tx.update(grads, opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         if regularization.max_norm is not None:
@@ -152,10 +192,10 @@ class Trainer:
         new_state = TrainState(params, batch_stats, opt_state, state.step + 1)
         return new_state, jnp.stack([loss * x.shape[0], correct])
 
-    def _train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, x_val: jax.Array,
+    def _train_epoch(self, state: TrainState, member: Member, x: jax.Array, y: jax.Array, x_val: jax.Array,
                      y_val: jax.Array, epoch: jax.Array):
         trainer = self.settings.trainer
-        shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(self.base_key, epoch))
+        shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(member.key, epoch))
         n = x.shape[0]
         order = jax.random.permutation(shuffle_key, n) if trainer.shuffle else jnp.arange(n)
         n_full = n // trainer.batch_size
@@ -163,7 +203,7 @@ class Trainer:
 
         def step(state, indices):
             key = jax.random.fold_in(dropout_key, state.step)
-            return self._train_step(state, x[indices], y[indices], key, epoch)
+            return self._train_step(state, member, x[indices], y[indices], key, epoch)
 
         state, sums = jax.lax.scan(step, state, full_batches)
         sums = jnp.sum(sums, axis=0)
@@ -176,11 +216,12 @@ class Trainer:
             "train/accuracy": sums[1] / seen,
             "lr": learning_rate_of(state.opt_state),
         }
-        val = self._evaluate(state.params, state.batch_stats, x_val, y_val)
+        val = self._evaluate(state.params, state.batch_stats, member.regularization, x_val, y_val)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         return state, metrics
 
-    def _evaluate(self, params: nnx.State, batch_stats: nnx.State, x: jax.Array, y: jax.Array):
+    def _evaluate(self, params: nnx.State, batch_stats: nnx.State, regularization: Regularization,
+                  x: jax.Array, y: jax.Array):
         """Mean loss (penalty included) and accuracy in inference mode, in fixed-size chunks."""
         n = x.shape[0]
         chunk = min(self.settings.trainer.eval_batch_size, n)
@@ -197,15 +238,17 @@ class Trainer:
             return jnp.sum(loss * mask), jnp.sum(correct * mask)
 
         losses, corrects = jax.lax.map(chunk_sums, (xs, ys, valid))
-        penalty = self.settings.regularization.penalty(self._merge(params, batch_stats).kernels())
+        penalty = regularization.penalty(self._merge(params, batch_stats).kernels())
         return {"loss": jnp.sum(losses) / n + penalty, "accuracy": jnp.sum(corrects) / n}
 
     # ----- host side --------------------------------------------------------------------------------
-    def evaluate(self, state: TrainState, x: jax.Array, y: jax.Array) -> Metrics:
-        return {k: float(v) for k, v in jax.device_get(self.evaluate_fn(state.params, state.batch_stats, x, y)).items()}
+    def evaluate(self, state: TrainState, regularization: Regularization, x: jax.Array, y: jax.Array) -> Metrics:
+        """Loss and accuracy of one (unstacked) state on ``x, y``."""
+        metrics = self.evaluate_fn(state.params, state.batch_stats, regularization, x, y)
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
     def model(self, state: TrainState) -> MLP:
-        return self._merge(state.params, state.batch_stats)
+        return nnx.merge(self.graphdef, state.params, state.batch_stats, copy=True)
 
 
 class _Monitor:
@@ -229,88 +272,156 @@ def _copy(tree):
     return jax.tree.map(jnp.copy, tree)
 
 
-def fit(
-    settings: Settings,
-    dataset,
-    callbacks: Sequence[EpochCallback] = (),
-) -> TrainResult:
+class _RunTracker:
+    """Host-side bookkeeping of one run: history, early stopping, plateau rule, divergence."""
+
+    def __init__(self, settings: Settings, plateau, callbacks: Sequence[EpochCallback]):
+        early = settings.trainer.early_stopping
+        self.early = early
+        self.monitor = _Monitor(early.monitor, early.mode, early.min_delta)
+        self.plateau = plateau
+        self.plateau_state = plateau.initial_state() if plateau is not None else None
+        self.callbacks = callbacks
+        self.history: list[dict[str, Any]] = []
+        self.status, self.diverged_epoch = "running", None
+        self.best_weights = None
+        self.final_state: TrainState | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def end_epoch(self, record: dict[str, Any], state: TrainState) -> float | None:
+        """Record an epoch of this run (``state``: its unstacked state). Returns a new learning rate
+        when the plateau rule changes it; sets ``status`` when the run ends."""
+        epoch = record["epoch"]
+        self.history.append(record)
+        for callback in self.callbacks:
+            callback(record)
+        if not all(math.isfinite(record[k]) for k in ("train/loss", "val/loss")):
+            self.status, self.diverged_epoch, self.final_state = "diverged", epoch, state
+            return None
+        new_lr = None
+        if self.plateau is not None:
+            self.plateau_state, lr = self.plateau.update(self.plateau_state, record["lr"], record[self.plateau.monitor])
+            new_lr = lr if lr != record["lr"] else None
+        # Keras EarlyStopping: wait counts epochs since the last improvement.
+        monitor, early = self.monitor, self.early
+        monitor.wait += 1
+        if monitor.improved(record[monitor.monitor]):
+            monitor.best_value, monitor.best_epoch, monitor.wait = record[monitor.monitor], epoch, 0
+            if early.enabled and early.restore_best:
+                self.best_weights = _copy((state.params, state.batch_stats))
+        elif early.enabled and monitor.wait >= early.patience and epoch > 1:
+            self.status = "stopped_early"
+            if self.best_weights is not None:
+                state = state._replace(params=self.best_weights[0], batch_stats=self.best_weights[1])
+            self.final_state = _copy(state)
+        return new_lr
+
+    def finish(self, state: TrainState) -> None:
+        if self.running:
+            self.status, self.final_state = "completed", state
+
+
+def fit(settings: Settings, dataset, callbacks: Sequence[EpochCallback] = ()) -> TrainResult:
     """Train ``settings`` on ``dataset`` and evaluate on its test split.
 
     ``callbacks`` are called with each epoch's record (``epoch``, ``step``, ``lr``, ``train/loss``,
     ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``epoch_time_s``) as soon as it is known.
     """
-    trainer_settings = settings.trainer
-    model = build_model(settings, dataset.n_features, dataset.n_classes)
-    params_count = count_parameters(model)
-    trainer = Trainer(settings, model, len(dataset.y_train))
-    del model  # its arrays now belong to the (donated) training state
+    return fit_many([settings], dataset, [callbacks])[0]
 
-    device_data = jax.device_put(
+
+def fit_many(
+    runs: Sequence[Settings],
+    dataset,
+    callbacks: Sequence[Sequence[EpochCallback]] | None = None,
+) -> list[TrainResult]:
+    """Train several runs that differ only in numbers as one vmapped program (one run: no vmap).
+
+    The runs must share the data, the model structure, the optimizer and schedule kinds, the selected
+    regularizers and the trainer's shape settings (see ``deeprun.fusion``); each gets its own result.
+    """
+    first = runs[0]
+    callbacks = callbacks or [() for _ in runs]
+    fused = len(runs) > 1
+    trainer = Trainer(first, len(dataset.y_train), dataset.n_features, dataset.n_classes, members=len(runs))
+    members = [trainer.init(settings) for settings in runs]
+    params_count = count_parameters(trainer.model(members[0][0]))
+    plateaus = [run_member.schedule.plateau for _, run_member in members]
+    state, member = _stack(members) if fused else members[0]
+    del members  # their arrays now belong to the (donated) training state
+
+    x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put(
         (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test)
     )
-    x_train, y_train, x_val, y_val, x_test, y_test = device_data
-    state = trainer.initial_state
-
     start = time.perf_counter()
-    compiled = trainer.epoch_fn.lower(state, x_train, y_train, x_val, y_val, jnp.int32(0)).compile()
+    compiled = trainer.epoch_fn.lower(state, member, x_train, y_train, x_val, y_val, jnp.int32(0)).compile()
     compile_time_s = time.perf_counter() - start
 
-    early = trainer_settings.early_stopping
-    monitor = _Monitor(early.monitor, early.mode, early.min_delta)
-    plateau = trainer.schedule.plateau
-    plateau_state = plateau.initial_state() if plateau is not None else None
-    best_weights = None
-    history: list[dict[str, Any]] = []
-    status, diverged_epoch = "completed", None
-
-    for epoch in range(trainer_settings.epochs):
+    trackers = [
+        _RunTracker(settings, plateau, run_callbacks)
+        for settings, plateau, run_callbacks in zip(runs, plateaus, callbacks, strict=True)
+    ]
+    for epoch in range(first.trainer.epochs):
         start = time.perf_counter()
-        state, metrics = compiled(state, x_train, y_train, x_val, y_val, jnp.int32(epoch))
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        record = {
-            "epoch": epoch + 1,
-            "step": int(state.step),
-            "lr": metrics.pop("lr"),
-            **metrics,
-            "epoch_time_s": time.perf_counter() - start,
-        }
-        history.append(record)
-        for callback in callbacks:
-            callback(record)
-
-        if not all(math.isfinite(record[k]) for k in ("train/loss", "val/loss")):
-            status, diverged_epoch = "diverged", epoch + 1
-            break
-        if plateau is not None:
-            plateau_state, new_lr = plateau.update(plateau_state, record["lr"], record[plateau.monitor])
-            if new_lr != record["lr"]:
-                state = state._replace(opt_state=with_hyperparams(state.opt_state, learning_rate=new_lr))
-
-        # Keras EarlyStopping: wait counts epochs since the last improvement.
-        monitor.wait += 1
-        if monitor.improved(record[monitor.monitor]):
-            monitor.best_value, monitor.best_epoch, monitor.wait = record[monitor.monitor], epoch + 1, 0
-            if early.enabled and early.restore_best:
-                best_weights = _copy((state.params, state.batch_stats))
-        elif early.enabled and monitor.wait >= early.patience and epoch > 0:
-            status = "stopped_early"
-            if best_weights is not None:
-                state = state._replace(params=best_weights[0], batch_stats=best_weights[1])
+        state, metrics = compiled(state, member, x_train, y_train, x_val, y_val, jnp.int32(epoch))
+        metrics = jax.device_get(metrics)
+        steps = jax.device_get(state.step)
+        epoch_time = time.perf_counter() - start
+        new_lrs = {}
+        for index, tracker in enumerate(trackers):
+            if not tracker.running:
+                continue
+            values = {k: float(v[index] if fused else v) for k, v in metrics.items()}
+            record = {
+                "epoch": epoch + 1,
+                "step": int(steps[index] if fused else steps),
+                "lr": values.pop("lr"),
+                **values,
+                "epoch_time_s": epoch_time,
+            }
+            run_state = _unstack(state, index) if fused else state
+            new_lr = tracker.end_epoch(record, run_state)
+            if new_lr is not None:
+                new_lrs[index] = new_lr
+        if new_lrs:
+            state = state._replace(opt_state=_set_learning_rates(state.opt_state, new_lrs, fused))
+        if not any(tracker.running for tracker in trackers):
             break
 
-    test = trainer.evaluate(state, x_test, y_test) if status != "diverged" else None
-    epoch_times = [r["epoch_time_s"] for r in history[1:]]
-    best = history[monitor.best_epoch - 1] if monitor.best_epoch else None
-    return TrainResult(
-        status=status,
-        history=history,
-        best_epoch=monitor.best_epoch,
-        best=best,
-        test=test,
-        params=params_count,
-        compile_time_s=compile_time_s,
-        steady_epoch_time_s=float(np.median(epoch_times)) if epoch_times else None,
-        model=trainer.model(state),
-        state=state,
-        diverged_epoch=diverged_epoch,
-    )
+    results = []
+    for index, (settings, tracker) in enumerate(zip(runs, trackers, strict=True)):
+        tracker.finish(_unstack(state, index) if fused else state)
+        final = tracker.final_state
+        regularization = settings.regularization
+        test = trainer.evaluate(final, regularization, x_test, y_test) if tracker.status != "diverged" else None
+        epoch_times = [r["epoch_time_s"] for r in tracker.history[1:]]
+        best_epoch = tracker.monitor.best_epoch
+        results.append(
+            TrainResult(
+                status=tracker.status,
+                history=tracker.history,
+                best_epoch=best_epoch,
+                best=tracker.history[best_epoch - 1] if best_epoch else None,
+                test=test,
+                params=params_count,
+                compile_time_s=compile_time_s,
+                steady_epoch_time_s=float(np.median(epoch_times)) if epoch_times else None,
+                model=trainer.model(final),
+                state=final,
+                diverged_epoch=tracker.diverged_epoch,
+            )
+        )
+    return results
+
+
+def _set_learning_rates(opt_state: optax.OptState, new_lrs: dict[int, float], fused: bool) -> optax.OptState:
+    """Set the learning rate of the given runs (plateau reductions) in the (stacked) optimizer state."""
+    if not fused:
+        return with_hyperparams(opt_state, learning_rate=new_lrs[0])
+    lr = learning_rate_of(opt_state)
+    for index, value in new_lrs.items():
+        lr = lr.at[index].set(value)
+    return with_hyperparams(opt_state, learning_rate=lr)
