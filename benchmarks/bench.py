@@ -410,7 +410,8 @@ def markdown(report: dict[str, Any]) -> str:
             + (", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in sorted(shapes.items())) or "–"),
             "",
             "| implementation | steady s/epoch | first epoch s | "
-            + (f"cold {settings['cold_epochs']}-epoch process s" if settings["cold_epochs"] else "cold process (skipped)")
+            + (f"cold {settings['cold_epochs']}-epoch process s" if settings["cold_epochs"]
+               else "cold process (skipped)")
             + " | peak RSS MiB | GFLOP/s | % of matmul peak "
             "| speed ratio vs deeprun | final val acc |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -451,20 +452,21 @@ def markdown(report: dict[str, Any]) -> str:
         + " Peak RSS: the largest max-RSS of the implementation's processes (os.wait4)."
         " Speed ratio = this row's steady s/epoch / deeprun's: above 1× deeprun is faster.",
     ]
-    failed = [(bs, row) for bs, rows in summary["tables"].items() for row in rows if row["errors"]]
-    if failed:
+    failures = [
+        (f"**{row['label']}**, batch size {bs}, {error['role']} run, repeat {error['repeat'] + 1}: {error['error']}",
+         error["stderr_tail"])
+        for bs, rows in summary["tables"].items()
+        for row in rows
+        for error in row["errors"]
+    ] + [
+        (f"**matmul.py --backend {m['backend']}** ({m.get('when', '')}): {m['error']}", m["stderr_tail"])
+        for m in report.get("matmul", [])
+        if not m.get("ok")
+    ]
+    if failures:
         lines += ["", "## Failures", ""]
-        for bs, row in failed:
-            for error in row["errors"]:
-                lines += [
-                    f"**{row['label']}**, batch size {bs}, {error['role']} run, repeat {error['repeat'] + 1}:"
-                    f" {error['error']}",
-                    "",
-                    "```",
-                    error["stderr_tail"] or "(no output)",
-                    "```",
-                    "",
-                ]
+        for title, stderr_tail in failures:
+            lines += [title, "", "```", stderr_tail or "(no output)", "```", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -583,7 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "latest.md").write_text(text)
     print(text)
     log(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
-    return 0
+    failed = sum(not r["ok"] for r in runs) + sum(not m["ok"] for m in matmul_runs)
+    if failed:
+        log(f"{failed} process(es) failed: see the Failures section")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

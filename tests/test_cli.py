@@ -133,3 +133,15 @@ def test_nadam_1cycle_one_epoch_on_real_fashion_mnist(tmp_path):
     assert summary["params"]["total"] == 266_610
     lines = (only_child(tmp_path / "outputs/runs/real") / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["step"] == 1719
+
+
+def test_second_identical_run_compiles_nothing(tmp_path):
+    """The persistent compilation cache (under DEEPRUN_CACHE_DIR here) serves the second run."""
+    args = ["data=synthetic", "trainer.epochs=1", "model=deep_mlp", "model.depth=20", "model.width=64", "trainer.plots=false"]
+    times = []
+    for name in ("first", "second"):
+        assert deeprun(*args, f"name={name}", cwd=tmp_path).returncode == 0
+        times.append(json.loads((only_child(tmp_path / "outputs/runs" / name) / "summary.json").read_text())
+                     ["compile_time_s"])
+    assert times[1] < 0.3 * times[0], times
+    assert any((Path(os.environ["DEEPRUN_CACHE_DIR"]) / "jax").iterdir())

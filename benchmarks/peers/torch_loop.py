@@ -3,10 +3,10 @@
 ``nn.Sequential`` Linear(784, 300) → ELU → Linear(300, 100) → ELU → Linear(100, 10); hidden weights drawn like
 Keras' he_normal (normal truncated at ±2σ, σ = sqrt(2/fan_in)/0.8796), output weights like Keras'
 glorot_uniform (``xavier_uniform_``), biases 0. ``CrossEntropyLoss`` on the logits (= softmax + cross-entropy),
-``torch.optim.SGD(lr=0.01, momentum=0.9)`` (its v ← μv + g, w ← w − ηv equals Keras' v ← μv − ηg, w ← w + v at a
-constant rate). No DataLoader: the float32 arrays become tensors once, each epoch draws a ``randperm`` and
-slices batches by index (last partial batch kept, like Keras); ``model.eval()`` + ``no_grad`` validation at the
-end of each epoch, which the epoch time includes. ``torch.set_num_threads(os.cpu_count())``.
+``torch.optim.SGD(lr=0.01, momentum=0.9)`` (its v ← μv + g, w ← w − ηv equals Keras' v ← μv − ηg,
+w ← w + v at a constant rate). No DataLoader: the float32 arrays become tensors once, each epoch draws a
+``randperm`` and slices batches by index (last partial batch kept, like Keras); ``model.eval()`` + ``no_grad``
+validation at the end of each epoch, which the epoch time includes. ``torch.set_num_threads(os.cpu_count())``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +25,74 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 
+@dataclass
+class PreparedRun:
+    """A validated run and the folder Hydra made for it."""
+
+    settings: Any
+    config: dict[str, Any]
+    run_dir: Path
+    label: str
+
+
+def prepare(cfg: DictConfig) -> PreparedRun:
+    """Validate a composed job config (raises ConfigError) and set up the process for it."""
+    from deeprun.settings import settings_from_config
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    settings = settings_from_config(config)
+    configure_compilation_cache(settings.trainer.compilation_cache)
+    hydra_cfg = HydraConfig.get()
+    label = settings.name if hydra_cfg.mode == RunMode.RUN else f"{settings.name} #{hydra_cfg.job.num}"
+    return PreparedRun(settings, config, Path(hydra_cfg.runtime.output_dir), label)
+
+
+def configure_compilation_cache(enabled: bool) -> None:
+    """JAX's persistent compilation cache under deeprun's cache dir: an identical second run compiles
+    nothing (``trainer.compilation_cache=false`` turns it off)."""
+    import jax
+
+    from deeprun.data import cache_dir
+
+    if enabled:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    else:
+        jax.config.update("jax_enable_compilation_cache", False)
+
+
+def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any]]:
+    """Train runs (several: fused into one program) and write each run's folder; returns summaries."""
+    from deeprun.progress import EpochProgress, console, results_table, summary_line
+    from deeprun.runs import RunFolder
+    from deeprun.train import fit_many
+
+    start = time.perf_counter()
+    folders = [RunFolder(run.run_dir) for run in runs]
+    epochs = runs[0].settings.trainer.epochs
+    title = runs[0].label if len(runs) == 1 else f"{len(runs)} fused runs ({', '.join(r.label for r in runs)})"
+    console.print(f"[bold]deeprun[/] {title}: {dataset.name} "
+                  f"({len(dataset.y_train):,} train / {len(dataset.y_val):,} val / {len(dataset.y_test):,} test)")
+    with EpochProgress(epochs, title) as progress:
+        callbacks = [[folder.append_metrics, progress.printer(run.label if len(runs) > 1 else "")]
+                     for run, folder in zip(runs, folders, strict=True)]
+        results = fit_many([run.settings for run in runs], dataset, callbacks)
+    wall_time_s = time.perf_counter() - start
+    summaries = []
+    for run, folder, result in zip(runs, folders, results, strict=True):
+        trainer = run.settings.trainer
+        summary = folder.finish(result, run.settings.name, wall_time_s, checkpoint=trainer.checkpoint,
+                                plots=trainer.plots)
+        if len(runs) == 1:
+            console.print(results_table(summary))
+        else:
+            console.print(summary_line(run.label, summary), markup=False)
+        console.print(f"run folder: {run.run_dir}")
+        summaries.append(summary)
+    return summaries
+
+
 def fail(message: str, run_dir: Path | None = None) -> None:
     """Print one error line and exit 2; remove the run folder Hydra made if nothing else is in it."""
     print(f"deeprun: error: {message}", file=sys.stderr)
@@ -30,41 +101,20 @@ def fail(message: str, run_dir: Path | None = None) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Validate, load, train and write one run's folder; returns the summary."""
-    from deeprun.settings import settings_from_config
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        settings = settings_from_config(OmegaConf.to_container(cfg, resolve=True))
-        dataset = settings.data.load()
-    except ConfigError as error:
-        fail(str(error), run_dir)
-
-    from deeprun.progress import EpochProgress, console, results_table
-    from deeprun.runs import RunFolder
-    from deeprun.train import fit
-
-    start = time.perf_counter()
-    folder = RunFolder(run_dir)
-    console.print(f"[bold]deeprun[/] {settings.name}: {dataset.name} "
-                  f"({len(dataset.y_train):,} train / {len(dataset.y_val):,} val / {len(dataset.y_test):,} test)")
-    with EpochProgress(settings.trainer.epochs, settings.name) as progress:
-        result = fit(settings, dataset, callbacks=[folder.append_metrics, progress])
-    summary = folder.finish(result, settings.name, time.perf_counter() - start,
-                            checkpoint=settings.trainer.checkpoint, plots=settings.trainer.plots)
-    console.print(results_table(summary))
-    console.print(f"run folder: {run_dir}")
-    return summary
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    summary = run(cfg)
+def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    """One job (a single run, or one job of a sweep under Hydra's basic launcher)."""
+    try:
+        run = prepare(cfg)
+        dataset = run.settings.data.load()
+    except ConfigError as error:
+        fail(str(error), Path(HydraConfig.get().runtime.output_dir))
+    summary = train_and_record([run], dataset)[0]
     # In a sweep a diverged job is recorded in its summary and the sweep goes on.
     if summary["status"] == "diverged" and HydraConfig.get().mode == RunMode.RUN:
         print(f"deeprun: run diverged at epoch {summary['diverged_epoch']} (NaN/inf loss)", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    return summary
 
 
 def main() -> None:

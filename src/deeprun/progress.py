@@ -42,9 +42,15 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.progress.console.print(format_epoch(record, self.epochs), soft_wrap=True)
-        self.progress.advance(self.task)
+    def printer(self, prefix: str = ""):
+        """An epoch callback printing one run's line (``prefix`` names the run among fused runs)."""
+
+        def print_epoch(record: dict[str, Any]) -> None:
+            line = format_epoch(record, self.epochs)
+            self.progress.console.print(f"[{prefix}] {line}" if prefix else line, soft_wrap=True, markup=False)
+            self.progress.update(self.task, completed=max(record["epoch"], self.progress.tasks[0].completed))
+
+        return print_epoch
 
 
 def results_table(summary: dict[str, Any]) -> Table:
@@ -68,3 +74,14 @@ def results_table(summary: dict[str, Any]) -> Table:
         f" · steady epoch {f'{steady:.2f}s' if steady else 'n/a'}"
     )
     return table
+
+
+def summary_line(label: str, summary: dict[str, Any]) -> str:
+    """One line per run of a fused group: status, final validation and test accuracy."""
+    final, test = summary["final"] or {}, summary["test"] or {}
+    parts = [f"[{label}] {summary['status']} after {summary['epochs_completed']} epochs"]
+    if "val/accuracy" in final:
+        parts.append(f"val_acc {final['val/accuracy']:.4f}")
+    if "accuracy" in test:
+        parts.append(f"test_acc {test['accuracy']:.4f}")
+    return "  ".join(parts)

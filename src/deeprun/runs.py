@@ -98,6 +98,7 @@ class RunFolder:
             "best": metrics(result.best),
             "test": result.test,
             "params": result.params,
+            "trace_time_s": result.trace_time_s,
             "compile_time_s": result.compile_time_s,
             "steady_epoch_time_s": result.steady_epoch_time_s,
             "wall_time_s": wall_time_s,

@@ -58,6 +58,7 @@ class TrainerSettings:
     eval_batch_size: int = 1000
     checkpoint: bool = True
     plots: bool = True
+    compilation_cache: bool = True
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
 
     def __post_init__(self) -> None:

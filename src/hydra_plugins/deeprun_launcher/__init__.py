@@ -1,0 +1,1 @@
+"""deeprun's Hydra launcher plugin (Hydra discovers plugins in the ``hydra_plugins`` namespace)."""

@@ -1,0 +1,83 @@
+"""Which sweep jobs fuse, and the fused launcher end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import compose_dict
+
+from deeprun.fusion import fusion_key, group_runs
+
+
+def key(*overrides):
+    return fusion_key(compose_dict(["data=synthetic", *overrides]))
+
+
+def test_numbers_read_as_data_fuse():
+    base = key()
+    for override in ("trainer.seed=7", "optimizer.learning_rate=0.1", "optimizer.momentum=0.5",
+                     "schedule.max_lr=0.3", "initializer=glorot_uniform", "name=other",
+                     "trainer.early_stopping.patience=2"):
+        assert key(override) == base, override
+    assert key("regularizer=dropout", "regularizer.dropout.rate=0.5") == key("regularizer=dropout")
+    assert key("regularizer=l2", "regularizer.l2.factor=0.5") == key("regularizer=l2")
+
+
+def test_structure_does_not_fuse():
+    base = key()
+    for override in ("model.hidden=[10]", "trainer.batch_size=64", "trainer.epochs=3", "activation=relu",
+                     "activation.alpha=0.5", "optimizer=nadam", "schedule=constant", "regularizer=dropout",
+                     "data.n_train=100", "normalization=batchnorm", "optimizer.clip_norm=1.0",
+                     "schedule.cycle_momentum=true"):
+        assert key(override) != base, override
+    assert key("regularizer=dropout") != key("regularizer=dropout", "regularizer.dropout.placement=output")
+    assert key("regularizer=max_norm") != key("regularizer=max_norm", "regularizer.max_norm.axis=1")
+
+
+def test_groups_keep_order_and_size_limit():
+    configs = [compose_dict(["data=synthetic", o]) for o in
+               ("trainer.seed=1", "activation=relu", "trainer.seed=2", "trainer.seed=3", "activation=relu")]
+    assert group_runs(configs, max_members=32) == [[0, 2, 3], [1, 4]]
+    assert group_runs(configs, max_members=2) == [[0, 2], [1, 4], [3]]
+    assert group_runs(configs, max_members=1) == [[0], [1], [2], [3], [4]]
+
+
+def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tmp_path):
+    common = ["data=synthetic", "model.hidden=[16]", "trainer.epochs=2", "optimizer=sgd", "name=sweep"]
+
+    def run(*args, cwd):
+        cwd.mkdir()
+        flags = [a for a in args if a.startswith("-")]
+        overrides = [a for a in args if not a.startswith("-")]
+        result = subprocess.run([sys.executable, "-m", "deeprun.cli", *flags, *common, *overrides], cwd=cwd,
+                                capture_output=True, text=True, env=os.environ, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    fused = run("-m", "hydra.launcher.max_members=8", "trainer.seed=1,2", "optimizer.learning_rate=0.01,0.1",
+                cwd=tmp_path / "fused")
+    assert "4 fused runs" in fused.stdout
+    jobs = sorted((tmp_path / "fused/outputs/sweeps/sweep").glob("*/[0-9]*"))
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    alone = run("trainer.seed=2", "optimizer.learning_rate=0.1", cwd=tmp_path / "alone")
+    assert "fused runs" not in alone.stdout
+    alone_dir = next((tmp_path / "alone/outputs/runs/sweep").iterdir())
+    overrides = (jobs[3] / ".hydra/overrides.yaml").read_text()
+    assert "trainer.seed=2" in overrides and "optimizer.learning_rate=0.1" in overrides
+    for name in ("metrics.jsonl", "metrics.csv", "summary.json", "learning_curves.png", "checkpoint"):
+        assert (jobs[3] / name).exists(), name
+    lines = [json.loads(line) for line in (jobs[3] / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (alone_dir / "metrics.jsonl").read_text().splitlines()]
+    for got, want in zip(lines, expected, strict=True):
+        for metric in ("train/loss", "val/loss", "val/accuracy", "lr"):
+            assert abs(got[metric] - want[metric]) <= 2e-4 * abs(want[metric]) + 2e-5, metric
+
+
+def test_default_launcher_does_not_fuse_on_cpu(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]",
+                             "trainer.epochs=1", "trainer.seed=1,2", "trainer.checkpoint=false"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Launching 2 jobs locally" in result.stdout and "fused runs" not in result.stdout
+    assert len(list((tmp_path / "outputs/sweeps").rglob("summary.json"))) == 2
