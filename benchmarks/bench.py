@@ -174,7 +174,18 @@ def read_deeprun_run(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_implementation(impl: Implementation, batch_size: int, epochs: int, timeout_s: float) -> dict[str, Any]:
+def export_data(folder: Path, timeout_s: float) -> dict[str, Any]:
+    """Write deeprun's Fashion-MNIST arrays (``deeprun.data``) to ``folder`` for the peers, in a process of
+    its own: the peers then load plain ``.npy`` files and need not import deeprun (which imports JAX)."""
+    proc = run_process([sys.executable, str(PEERS / "_common.py"), "--export", str(folder)], timeout_s)
+    if proc["returncode"] != 0:
+        return {"ok": False, "error": f"exit code {proc['returncode']}", "stderr_tail": tail(proc["stderr"])}
+    return {"ok": True, "wall_s": proc["wall_s"]}
+
+
+def run_implementation(
+    impl: Implementation, batch_size: int, epochs: int, timeout_s: float, data_dir: Path | None = None
+) -> dict[str, Any]:
     """One training process of ``impl``; the run's record, with ``ok`` and on failure ``error``."""
     env = dict(os.environ)
     env.pop("KERAS_BACKEND", None)  # the Keras peer sets it itself
@@ -184,6 +195,8 @@ def run_implementation(impl: Implementation, batch_size: int, epochs: int, timeo
             argv = deeprun_argv(batch_size, epochs, scratch / "run")
         else:
             argv = [sys.executable, *impl.argv, "--batch-size", str(batch_size), "--epochs", str(epochs)]
+            if data_dir is not None:
+                argv += ["--data", str(data_dir)]
         proc = run_process(argv, timeout_s, env)
         record: dict[str, Any] = {
             "implementation": impl.key,
@@ -511,6 +524,12 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        return benchmark(args, command, Path(scratch))
+
+
+def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
+    """Everything: matmul, data export, the alternating runs, matmul again, the report; returns the exit code."""
     started = dt.datetime.now().astimezone()
     report: dict[str, Any] = {
         "command": command,
@@ -557,6 +576,14 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
 
     measure_matmul("start")
+    data_dir: Path | None = None
+    if any(IMPLEMENTATIONS[key].kind == "peer" for key in args.only):
+        log("exporting deeprun's Fashion-MNIST arrays for the peers ...")
+        report["data_export"] = export_data(scratch / "fashion_mnist", args.timeout)
+        if report["data_export"]["ok"]:
+            data_dir = scratch / "fashion_mnist"
+        else:
+            log(f"  FAILED (the peers will load deeprun.data themselves):\n{report['data_export']['stderr_tail']}")
     roles = [("timed", args.epochs)] + ([("cold", args.cold_epochs)] if args.cold_epochs > 0 else [])
     total = args.repeats * len(args.batch_sizes) * len(roles) * len(args.only)
     done = 0
@@ -567,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 for key in order:
                     done += 1
                     log(f"[{done}/{total}] repeat {repeat + 1}, batch {bs}, {role} {epochs} epochs: {key} ...")
-                    record = run_implementation(IMPLEMENTATIONS[key], bs, epochs, args.timeout)
+                    record = run_implementation(IMPLEMENTATIONS[key], bs, epochs, args.timeout, data_dir)
                     record.update(role=role, repeat=repeat, loadavg=list(os.getloadavg()))
                     runs.append(record)
                     if record["ok"]:

@@ -34,7 +34,7 @@ def test_penalty_covers_every_dense_kernel_and_is_in_val_loss(make_settings):
     ce = float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(dataset.y_val)), dataset.y_val]))
     trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
     state, _ = trainer.init(settings)
-    val = trainer.evaluate(state, settings.regularization, jnp.asarray(dataset.x_val), jnp.asarray(dataset.y_val))
+    val = trainer.evaluate(state, settings.regularization, dataset.scaling, dataset.pixels_val, dataset.y_val)
     assert val["loss"] == pytest.approx(ce + expected_penalty, rel=1e-5)
 
 

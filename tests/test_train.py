@@ -85,8 +85,8 @@ def test_early_stopping_stops_and_restores_the_best_weights(make_settings):
     assert [r["epoch"] for r in result.history] == [1, 2]
     assert result.best_epoch == 1
     trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
-    val = trainer.evaluate(result.state, settings.regularization, jnp.asarray(dataset.x_val),
-                           jnp.asarray(dataset.y_val))
+    val = trainer.evaluate(result.state, settings.regularization, dataset.scaling, dataset.pixels_val,
+                           dataset.y_val)
     assert val["loss"] == pytest.approx(result.history[0]["val/loss"], rel=1e-5)
 
 

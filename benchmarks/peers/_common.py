@@ -4,14 +4,22 @@ Each peer is run by ``benchmarks/bench.py`` as a fresh Python process (so cold s
 own) and prints exactly one JSON object as its last stdout line::
 
     {"epoch_times": [...], "first_epoch_s": ..., "val_accuracy": ..., "train_loss": ...}
+
+The data are deeprun's own arrays (``deeprun.data``): ``bench.py`` exports them once per invocation with
+``python benchmarks/peers/_common.py --export DIR`` and passes ``--data DIR``; without it a peer loads them
+through ``deeprun.data`` itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 # The model and training setup every implementation uses (see benchmarks/README.md).
 HIDDEN = (300, 100)
@@ -24,20 +32,56 @@ SEED = 42
 TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
 
 
+ARRAYS = ("x_train", "y_train", "x_val", "y_val")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    x_train: np.ndarray  # float32 (55000, 784), pixels / 255
+    y_train: np.ndarray  # int32 (55000,)
+    x_val: np.ndarray  # float32 (5000, 784): the last 5,000 training images
+    y_val: np.ndarray
+    input_shape: tuple[int, ...]  # (28, 28)
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.input_shape))
+
+
 def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="folder written by `_common.py --export` (default: load with deeprun.data)")
     if extra is not None:
         extra(parser)
     return parser.parse_args()
 
 
-def load_data():
+def load_deeprun_data() -> Data:
     """Fashion-MNIST exactly as deeprun sees it: 55,000 train / last 5,000 val, float32 pixels / 255."""
     from deeprun.data import DATASETS
 
-    return DATASETS.build({"name": "fashion_mnist"}).load()
+    dataset = DATASETS.build({"name": "fashion_mnist"}).load()
+    return Data(*(np.asarray(getattr(dataset, name)) for name in ARRAYS), tuple(dataset.input_shape))
+
+
+def load_data(folder: Path | None) -> Data:
+    """The arrays ``bench.py`` exported with deeprun.data (so a peer need not import deeprun, which imports
+    JAX: that would add to PyTorch's start-up time and memory), or deeprun.data itself without ``--data``."""
+    if folder is None:
+        return load_deeprun_data()
+    meta = json.loads((folder / "meta.json").read_text())
+    return Data(*(np.load(folder / f"{name}.npy") for name in ARRAYS), tuple(meta["input_shape"]))
+
+
+def export(folder: Path) -> None:
+    data = load_deeprun_data()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ARRAYS:
+        np.save(folder / f"{name}.npy", getattr(data, name))
+    (folder / "meta.json").write_text(json.dumps({"input_shape": list(data.input_shape)}))
 
 
 def emit(epoch_times: list[float], val_accuracy: float, train_loss: float, **extra) -> None:
@@ -63,3 +107,10 @@ class Clock:
         now = time.perf_counter()
         elapsed, self.start = now - self.start, now
         return elapsed
+
+
+if __name__ == "__main__":
+    # python benchmarks/peers/_common.py --export DIR: write deeprun's arrays for the peers (bench.py does).
+    cli = argparse.ArgumentParser(description="export deeprun's Fashion-MNIST arrays for the peers")
+    cli.add_argument("--export", type=Path, required=True)
+    export(cli.parse_args().export)

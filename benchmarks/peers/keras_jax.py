@@ -27,7 +27,7 @@ def main() -> None:
         parser.add_argument("--verbose", type=int, default=0)
 
     args = parse_args(__doc__.splitlines()[0], extra)
-    data = load_data()
+    data = load_data(args.data)
 
     import keras
 

@@ -65,10 +65,12 @@ def configure_compilation_cache(enabled: bool) -> None:
 def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any]]:
     """Train runs (several: fused into one program) and write each run's folder; returns summaries."""
     from deeprun.progress import EpochProgress, console, results_table, summary_line
-    from deeprun.runs import RunFolder
+    from deeprun.runs import RunFolder, preload_writers
     from deeprun.train import fit_many
 
     start = time.perf_counter()
+    trainer_settings = runs[0].settings.trainer
+    preload_writers(trainer_settings.checkpoint, trainer_settings.plots)
     folders = [RunFolder(run.run_dir) for run in runs]
     epochs = runs[0].settings.trainer.epochs
     title = runs[0].label if len(runs) == 1 else f"{len(runs)} fused runs ({', '.join(r.label for r in runs)})"

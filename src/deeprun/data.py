@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import logging
@@ -28,7 +29,14 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from deeprun.registry import ConfigError, Registry, require, require_non_negative, require_positive
+from deeprun.registry import (
+    ConfigError,
+    Registry,
+    numeric_pytree,
+    require,
+    require_non_negative,
+    require_positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +50,37 @@ class DataError(ConfigError):
     """The dataset files are missing, unreadable or corrupt. The message says which file and how to fix it."""
 
 
+@numeric_pytree(data=["mean", "std"])
+@dataclasses.dataclass(frozen=True, eq=False)
+class PixelScaling:
+    """How uint8 pixels become model inputs: x = p/255, then (x − mean)/std per pixel when standardizing.
+
+    :meth:`apply` runs the same float32 operations on numpy arrays (host) and on JAX arrays (inside the
+    compiled step), so the data can stay uint8 on the device, 4× smaller, and be scaled per batch.
+    """
+
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    def apply(self, pixels):
+        x = pixels.astype(np.float32) / np.float32(255)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: comparing numpy arrays has no single truth value
 class Dataset:
-    """Split, flattened and scaled arrays: x is float32 ``(N, n_features)``, y is int32 ``(N,)``."""
+    """Split and flattened uint8 pixels ``(N, n_features)``, int32 labels ``(N,)`` and the scaling that
+    turns pixels into inputs; ``x_train``/``x_val``/``x_test`` are the scaled float32 inputs."""
 
-    x_train: np.ndarray
+    pixels_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
+    pixels_val: np.ndarray
     y_val: np.ndarray
-    x_test: np.ndarray
+    pixels_test: np.ndarray
     y_test: np.ndarray
+    scaling: PixelScaling
     n_classes: int
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...]
@@ -61,6 +90,18 @@ class Dataset:
     def n_features(self) -> int:
         """Length of one flattened input, e.g. 784 for 28×28 images."""
         return int(np.prod(self.input_shape))
+
+    @functools.cached_property
+    def x_train(self) -> np.ndarray:
+        return self.scaling.apply(self.pixels_train)
+
+    @functools.cached_property
+    def x_val(self) -> np.ndarray:
+        return self.scaling.apply(self.pixels_val)
+
+    @functools.cached_property
+    def x_test(self) -> np.ndarray:
+        return self.scaling.apply(self.pixels_test)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,25 +142,25 @@ def pixel_statistics(pixels: np.ndarray, chunk_rows: int = 4096) -> tuple[np.nda
     return mean / 255, np.sqrt(variance) / 255
 
 
-def scale(
-    x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray, scaling: Scaling
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Turn uint8 pixels ``(N, D)`` into float32: ``"unit"`` is /255; ``"standardize"`` then subtracts the
-    per-pixel mean and divides by the per-pixel std of the *train* split, for all three splits."""
-    # float32(x) / 255 equals the notebooks' float32(x / 255.) exactly for every uint8 value.
-    unit = [np.asarray(x, dtype=np.float32) / np.float32(255) for x in (x_train, x_val, x_test)]
+def pixel_scaling(pixels_train: np.ndarray, scaling: Scaling) -> PixelScaling:
+    """``"unit"``: /255; ``"standardize"``: also the per-pixel mean and std of the *train* split."""
     if scaling == "unit":
-        return unit[0], unit[1], unit[2]
-    mean, std = pixel_statistics(x_train)
+        return PixelScaling()
+    mean, std = pixel_statistics(pixels_train)
     # The notebooks divide by std unguarded (Fashion-MNIST has no constant pixel, so no 0/0 there). A
     # constant train pixel (std exactly 0: the statistics are exact) would give NaN; dividing it by 1
     # maps it to 0 on train, where a tiny epsilon would blow up any val/test value that differs from it.
     std[std == 0] = 1
-    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
-    for x in unit:
-        x -= mean32
-        x /= std32
-    return unit[0], unit[1], unit[2]
+    return PixelScaling(mean.astype(np.float32), std.astype(np.float32))
+
+
+def scale(
+    x_train: np.ndarray, x_val: np.ndarray, x_test: np.ndarray, scaling: Scaling
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Turn uint8 pixels ``(N, D)`` into float32 with the train split's :func:`pixel_scaling`."""
+    # float32(x) / 255 equals the notebooks' float32(x / 255.) exactly for every uint8 value.
+    scaler = pixel_scaling(x_train, scaling)
+    return scaler.apply(x_train), scaler.apply(x_val), scaler.apply(x_test)
 
 
 def make_dataset(
@@ -139,14 +180,14 @@ def make_dataset(
     x_train, y_train, x_val, y_val = split_validation(
         x_full.reshape(len(x_full), -1), y_full, val_size=val_size, validation=validation, where=where
     )
-    x_train, x_val, x_test = scale(x_train, x_val, x_test.reshape(len(x_test), -1), scaling)
     return Dataset(
-        x_train=x_train,
+        pixels_train=x_train,
         y_train=y_train.astype(np.int32),
-        x_val=x_val,
+        pixels_val=x_val,
         y_val=y_val.astype(np.int32),
-        x_test=x_test,
+        pixels_test=x_test.reshape(len(x_test), -1),
         y_test=y_test.astype(np.int32),
+        scaling=pixel_scaling(x_train, scaling),
         n_classes=len(class_names),
         input_shape=input_shape,
         class_names=tuple(class_names),

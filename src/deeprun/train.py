@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from deeprun.data import PixelScaling
 from deeprun.models import MLP, count_parameters
 from deeprun.optimizers import learning_rate_of, with_hyperparams
 from deeprun.regularizers import Regularization
@@ -47,6 +48,23 @@ class TrainState(NamedTuple):
     batch_stats: nnx.State
     opt_state: optax.OptState
     step: jax.Array
+
+
+class DeviceData(NamedTuple):
+    """The dataset as it lives on the device: uint8 pixels (scaled per batch inside the program)."""
+
+    pixels_train: jax.Array
+    y_train: jax.Array
+    pixels_val: jax.Array
+    y_val: jax.Array
+    pixels_test: jax.Array
+    y_test: jax.Array
+    scaling: PixelScaling
+
+    @classmethod
+    def of(cls, dataset) -> DeviceData:
+        return cls(dataset.pixels_train, dataset.y_train, dataset.pixels_val, dataset.y_val,
+                   dataset.pixels_test, dataset.y_test, dataset.scaling)
 
 
 class Member(NamedTuple):
@@ -131,21 +149,26 @@ class Trainer:
         self.n_features, self.n_classes = n_features, n_classes
         self.members = members
         trainer = settings.trainer
-        self.graphdef = nnx.graphdef(build_model(settings, n_features, n_classes))
+        # Abstract: only the structure is needed here, each run's parameters come from `init`.
+        self.graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(settings, n_features, n_classes)))
         self.head = settings.model.head
         self.tx = settings.optimizer.build()
         self.steps_per_epoch = steps_per_epoch(n_train, trainer.batch_size, trainer.drop_remainder)
         epoch_fn, evaluate_fn = self._train_epoch, self._evaluate
         if members > 1:
-            epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None, None, None))
+            epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None))
         self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
         self.evaluate_fn = jax.jit(evaluate_fn)
 
     def init(self, settings: Settings) -> tuple[TrainState, Member]:
         """One run's initial state and numbers; its structure must match the trainer's settings."""
-        model = build_model(settings, self.n_features, self.n_classes)
-        _, params, batch_stats = nnx.split(model, nnx.Param, ...)
-        opt_state = settings.optimizer.build().init(params)
+        def initial_variables():
+            _, params, batch_stats = nnx.split(build_model(settings, self.n_features, self.n_classes), nnx.Param, ...)
+            return params, batch_stats, self.tx.init(params)
+
+        # One compiled program (served by the persistent cache) instead of dozens of eager ops.
+        params, batch_stats, opt_state = jax.jit(initial_variables)()
+        opt_state = _with_hyperparams_of(opt_state, settings.optimizer)
         schedule = settings.schedule.resolve(
             settings.optimizer.learning_rate, self.steps_per_epoch, settings.trainer.epochs
         )
@@ -193,18 +216,18 @@ class Trainer:
         new_state = TrainState(params, batch_stats, opt_state, state.step + 1)
         return new_state, jnp.stack([loss * x.shape[0], correct])
 
-    def _train_epoch(self, state: TrainState, member: Member, x: jax.Array, y: jax.Array, x_val: jax.Array,
-                     y_val: jax.Array, epoch: jax.Array):
+    def _train_epoch(self, state: TrainState, member: Member, data: DeviceData, epoch: jax.Array):
         trainer = self.settings.trainer
         shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(member.key, epoch))
-        n = x.shape[0]
+        n = data.y_train.shape[0]
         order = jax.random.permutation(shuffle_key, n) if trainer.shuffle else jnp.arange(n)
         n_full = n // trainer.batch_size
         full_batches = order[: n_full * trainer.batch_size].reshape(n_full, trainer.batch_size)
 
         def step(state, indices):
             key = jax.random.fold_in(dropout_key, state.step)
-            return self._train_step(state, member, x[indices], y[indices], key, epoch)
+            x = data.scaling.apply(data.pixels_train[indices])
+            return self._train_step(state, member, x, data.y_train[indices], key, epoch)
 
         state, sums = jax.lax.scan(step, state, full_batches)
         sums = jnp.sum(sums, axis=0)
@@ -217,25 +240,26 @@ class Trainer:
             "train/accuracy": sums[1] / seen,
             "lr": learning_rate_of(state.opt_state),
         }
-        val = self._evaluate(state.params, state.batch_stats, member.regularization, x_val, y_val)
+        val = self._evaluate(state.params, state.batch_stats, member.regularization, data.scaling,
+                             data.pixels_val, data.y_val)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         return state, metrics
 
     def _evaluate(self, params: nnx.State, batch_stats: nnx.State, regularization: Regularization,
-                  x: jax.Array, y: jax.Array):
+                  scaling: PixelScaling, pixels: jax.Array, y: jax.Array):
         """Mean loss (penalty included) and accuracy in inference mode, in fixed-size chunks."""
-        n = x.shape[0]
+        n = pixels.shape[0]
         chunk = min(self.settings.trainer.eval_batch_size, n)
         n_chunks = -(-n // chunk)
         pad = n_chunks * chunk - n
-        xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(n_chunks, chunk, -1)
+        xs = jnp.pad(pixels, ((0, pad), (0, 0))).reshape(n_chunks, chunk, -1)
         ys = jnp.pad(y, (0, pad)).reshape(n_chunks, chunk)
         valid = (jnp.arange(n_chunks * chunk) < n).reshape(n_chunks, chunk)
 
         def chunk_sums(args):
             xb, yb, mask = args
             model = self._merge(params, batch_stats)  # inside the map: NNX variables are trace-local
-            loss, correct = per_example_loss(model(xb, train=False), yb, self.head)
+            loss, correct = per_example_loss(model(scaling.apply(xb), train=False), yb, self.head)
             return jnp.sum(loss * mask), jnp.sum(correct * mask)
 
         losses, corrects = jax.lax.map(chunk_sums, (xs, ys, valid))
@@ -243,9 +267,10 @@ class Trainer:
         return {"loss": jnp.sum(losses) / n + penalty, "accuracy": jnp.sum(corrects) / n}
 
     # ----- host side --------------------------------------------------------------------------------
-    def evaluate(self, state: TrainState, regularization: Regularization, x: jax.Array, y: jax.Array) -> Metrics:
-        """Loss and accuracy of one (unstacked) state on ``x, y``."""
-        metrics = self.evaluate_fn(state.params, state.batch_stats, regularization, x, y)
+    def evaluate(self, state: TrainState, regularization: Regularization, scaling: PixelScaling,
+                 pixels: jax.Array, y: jax.Array) -> Metrics:
+        """Loss and accuracy of one (unstacked) state on uint8 ``pixels`` and labels ``y``."""
+        metrics = self.evaluate_fn(state.params, state.batch_stats, regularization, scaling, pixels, y)
         return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
     def model(self, state: TrainState) -> MLP:
@@ -354,11 +379,9 @@ def fit_many(
     state, member = _stack(members) if fused else members[0]
     del members  # their arrays now belong to the (donated) training state
 
-    x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put(
-        (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test)
-    )
+    data = jax.device_put(DeviceData.of(dataset))
     start = time.perf_counter()
-    lowered = trainer.epoch_fn.lower(state, member, x_train, y_train, x_val, y_val, jnp.int32(0))
+    lowered = trainer.epoch_fn.lower(state, member, data, jnp.int32(0))
     trace_time_s = time.perf_counter() - start
     compiled = lowered.compile()  # served by the persistent compilation cache when enabled
     compile_time_s = time.perf_counter() - start - trace_time_s
@@ -369,7 +392,7 @@ def fit_many(
     ]
     for epoch in range(first.trainer.epochs):
         start = time.perf_counter()
-        state, metrics = compiled(state, member, x_train, y_train, x_val, y_val, jnp.int32(epoch))
+        state, metrics = compiled(state, member, data, jnp.int32(epoch))
         metrics = jax.device_get(metrics)
         steps = jax.device_get(state.step)
         epoch_time = time.perf_counter() - start
@@ -399,7 +422,9 @@ def fit_many(
         tracker.finish(_unstack(state, index) if fused else state)
         final = tracker.final_state
         regularization = settings.regularization
-        test = trainer.evaluate(final, regularization, x_test, y_test) if tracker.status != "diverged" else None
+        test = None
+        if tracker.status != "diverged":
+            test = trainer.evaluate(final, regularization, data.scaling, data.pixels_test, data.y_test)
         epoch_times = [r["epoch_time_s"] for r in tracker.history[1:]]
         best_epoch = tracker.monitor.best_epoch
         results.append(
@@ -419,6 +444,11 @@ def fit_many(
             )
         )
     return results
+
+
+def _with_hyperparams_of(opt_state: optax.OptState, optimizer) -> optax.OptState:
+    """The trainer's optimizer is built from the first run's spec; set this run's own injected values."""
+    return with_hyperparams(opt_state, **{name: getattr(optimizer, name) for name in optimizer.hyperparam_names()})
 
 
 def _set_learning_rates(opt_state: optax.OptState, new_lrs: dict[int, float], fused: bool) -> optax.OptState:
