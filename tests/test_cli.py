@@ -145,3 +145,27 @@ def test_second_identical_run_compiles_nothing(tmp_path):
                      ["compile_time_s"])
     assert times[1] < 0.3 * times[0], times
     assert any((Path(os.environ["DEEPRUN_CACHE_DIR"]) / "jax").iterdir())
+
+
+def test_checkpoint_restores_the_final_state(tmp_path, make_settings):
+    """The run folder's checkpoint holds the final state: restored, it reproduces the test metrics."""
+    import numpy as np
+
+    from deeprun.runs import load_run
+    from deeprun.train import Trainer
+
+    result = deeprun(*FAST, "trainer.epochs=2", "name=ckpt", "optimizer=adam", "normalization=batchnorm", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = only_child(tmp_path / "outputs/runs/ckpt")
+    loaded = load_run(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert int(loaded.state.step) == 32
+    dataset = loaded.settings.data.load()
+    trainer = Trainer(loaded.settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
+    test = trainer.evaluate(loaded.state, loaded.settings.regularization, dataset.scaling, dataset.pixels_test,
+                            dataset.y_test)
+    assert test["accuracy"] == summary["test"]["accuracy"]
+    assert np.isclose(test["loss"], summary["test"]["loss"], rtol=1e-6)
+    assert float(loaded.state.opt_state.hyperparams["learning_rate"]) > 0
+    logits = loaded.model()(dataset.x_test[:5])
+    assert logits.shape == (5, 10)

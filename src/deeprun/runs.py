@@ -12,13 +12,14 @@ import os
 import platform
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 
 import deeprun
-from deeprun.train import TrainResult
+from deeprun.train import TrainResult, TrainState
 
 METRIC_KEYS = ("epoch", "step", "lr", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch_time_s")
 
@@ -114,6 +115,7 @@ class RunFolder:
             "best": metrics(result.best),
             "test": result.test,
             "params": result.params,
+            "data": result.data,
             "trace_time_s": result.trace_time_s,
             "compile_time_s": result.compile_time_s,
             "steady_epoch_time_s": result.steady_epoch_time_s,
@@ -123,19 +125,7 @@ class RunFolder:
 
     def save_checkpoint(self, result: TrainResult) -> Path:
         """The final training state (parameters, batch statistics, optimizer state, step) via orbax."""
-        import orbax.checkpoint as ocp
-
-        path = (self.path / "checkpoint").resolve()
-        state = result.state
-        payload = {
-            "params": state.params.to_pure_dict(),
-            "batch_stats": state.batch_stats.to_pure_dict(),
-            "opt_state": _pure(state.opt_state),
-            "step": state.step,
-        }
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(path, payload, force=True)
-        return path
+        return save_state(self.path / "checkpoint", result.state)
 
     def finish(self, result: TrainResult, name: str, wall_time_s: float, checkpoint: bool, plots: bool) -> dict:
         """Write everything but the per-epoch lines; returns the summary."""
@@ -151,12 +141,83 @@ class RunFolder:
         return summary
 
 
+_STATE_FIELDS = ("params", "batch_stats", "opt_state", "step")
+
+
+def _payload(state: TrainState) -> dict[str, Any]:
+    """The state as plain nested dicts (orbax's format): readable without deeprun."""
+    return {field: _pure(getattr(state, field)) for field in _STATE_FIELDS}
+
+
+def save_state(path: Path, state: TrainState) -> Path:
+    import orbax.checkpoint as ocp
+
+    path = Path(path).resolve()
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, _payload(state), force=True)
+    return path
+
+
+def restore_state(path: Path, like: TrainState) -> TrainState:
+    """Restore a checkpoint into the structure of ``like`` (a state of the same run configuration)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(Path(path).resolve(), _payload(like))
+    # Field by field, the pure dicts flatten in the same (sorted-key) order as the nnx.State trees.
+    return TrainState(*(
+        jax.tree.unflatten(jax.tree.structure(getattr(like, field)), jax.tree.leaves(restored[field]))
+        for field in _STATE_FIELDS
+    ))
+
+
+@dataclass
+class LoadedRun:
+    """A finished run read back from its folder: its settings, dataset dimensions and final state."""
+
+    path: Path
+    settings: Any
+    n_features: int
+    n_classes: int
+    state: TrainState
+
+    def model(self):
+        from flax import nnx
+
+        from deeprun.train import build_model
+
+        abstract = nnx.eval_shape(lambda: build_model(self.settings, self.n_features, self.n_classes))
+        return nnx.merge(nnx.graphdef(abstract), self.state.params, self.state.batch_stats)
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    """Read ``run_dir``'s config and checkpoint; ConfigError (one line) if it is not a finished run."""
+    from omegaconf import OmegaConf
+
+    from deeprun.registry import ConfigError
+    from deeprun.settings import settings_from_config
+    from deeprun.train import Trainer
+
+    run_dir = Path(run_dir)
+    config_file, summary_file = run_dir / ".hydra" / "config.yaml", run_dir / "summary.json"
+    if not config_file.is_file() or not summary_file.is_file():
+        raise ConfigError(f"{run_dir} is not a deeprun run folder (no .hydra/config.yaml or summary.json)")
+    if not (run_dir / "checkpoint").is_dir():
+        raise ConfigError(f"{run_dir} has no checkpoint (was it run with trainer.checkpoint=false?)")
+    settings = settings_from_config(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
+    data = json.loads(summary_file.read_text())["data"]
+    trainer = Trainer(settings, data["n_train"], data["n_features"], data["n_classes"])
+    like, _ = trainer.init(settings)
+    state = restore_state(run_dir / "checkpoint", like)
+    return LoadedRun(run_dir, settings, data["n_features"], data["n_classes"], state)
+
+
 def _pure(tree: Any) -> Any:
     """Optimizer states hold ``nnx.State`` trees; store them as plain nested dicts/tuples."""
     from flax import nnx
 
     return jax.tree.map(
-        lambda node: node.to_pure_dict() if isinstance(node, nnx.State) else node,
+        lambda node: nnx.to_pure_dict(node) if isinstance(node, nnx.State) else node,
         tree,
         is_leaf=lambda node: isinstance(node, nnx.State),
     )

@@ -92,6 +92,7 @@ class TrainResult:
     steady_epoch_time_s: float | None
     model: MLP
     state: TrainState
+    data: dict[str, Any]
     diverged_epoch: int | None = None
 
     @property
@@ -380,6 +381,8 @@ def fit_many(
     del members  # their arrays now belong to the (donated) training state
 
     data = jax.device_put(DeviceData.of(dataset))
+    data_shape = {"name": dataset.name, "n_train": len(dataset.y_train), "n_features": dataset.n_features,
+                  "n_classes": dataset.n_classes}
     start = time.perf_counter()
     lowered = trainer.epoch_fn.lower(state, member, data, jnp.int32(0))
     trace_time_s = time.perf_counter() - start
@@ -440,6 +443,7 @@ def fit_many(
                 steady_epoch_time_s=float(np.median(epoch_times)) if epoch_times else None,
                 model=trainer.model(final),
                 state=final,
+                data=data_shape,
                 diverged_epoch=tracker.diverged_epoch,
             )
         )
