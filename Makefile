@@ -56,3 +56,47 @@ bench: install-bench ## Benchmark deeprun against Keras 3/JAX and PyTorch (ARGS=
 clean: ## Remove outputs, caches and the virtual environment
 	rm -rf outputs/runs outputs/sweeps multirun .pytest_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ----- Chapter 11 experiments: each writes outputs/ch11/<experiment>/<time>/ with REPORT.md ---------
+CH11_TIME = $(shell date +%Y-%m-%d_%H-%M-%S)
+DEEPRUN   = $(BIN)/deeprun
+REPORT    = $(BIN)/deeprun-report --book
+.PHONY: ch11 ch11-batchnorm ch11-optimizers ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout
+
+ch11: ch11-batchnorm ch11-optimizers ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ## Every chapter-11 experiment below
+
+ch11-batchnorm: install ## BN after vs before the activation, SGD, 2 epochs (params in sweep_summary); REPORT.md
+	$(eval OUT := outputs/ch11/batchnorm/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_batchnorm hydra.sweep.dir=$(OUT)
+	$(REPORT) batchnorm $(OUT)
+
+ch11-optimizers: install ## The chapter's optimizers, 10 epochs each, same init; loss curves; REPORT.md
+	$(eval OUT := outputs/ch11/optimizers/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_optimizers hydra.sweep.dir=$(OUT)/main
+	$(DEEPRUN) -m experiment=ch11_optimizers optimizer=adamw optimizer.weight_decay=0.01 hydra.sweep.dir=$(OUT)/adamw
+	$(REPORT) optimizers $(OUT)
+
+ch11-1cycle: install ## 1cycle, max_lr 0.1, batch 128, 25 epochs; REPORT.md
+	$(eval OUT := outputs/ch11/1cycle/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_1cycle hydra.sweep.dir=$(OUT)
+	$(REPORT) 1cycle $(OUT)
+
+ch11-regularization: install ## l2 (SGD 0.02, 2 epochs), dropout and max-norm (10 epochs); REPORT.md
+	$(eval OUT := outputs/ch11/regularization/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_regularization regularizer=l2 model.output_initializer=he_normal optimizer=sgd optimizer.learning_rate=0.02 trainer.epochs=2 hydra.sweep.dir=$(OUT)/l2
+	$(DEEPRUN) -m experiment=ch11_regularization regularizer=dropout,max_norm optimizer=momentum trainer.epochs=10 hydra.sweep.dir=$(OUT)/dropout_max_norm
+	$(REPORT) regularization $(OUT)
+
+ch11-selu-vs-relu: install ## 100-layer SELU vs ReLU nets, SGD 0.001, 5 epochs; REPORT.md
+	$(eval OUT := outputs/ch11/selu_vs_relu/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_selu_vs_relu initializer=lecun_normal activation=selu data.scaling=standardize hydra.sweep.dir=$(OUT)/selu
+	$(DEEPRUN) -m experiment=ch11_selu_vs_relu initializer=he_normal activation=relu hydra.sweep.dir=$(OUT)/relu
+	$(REPORT) selu-vs-relu $(OUT)
+
+ch11-lr-finder: install ## LR finder: 1 epoch, batch 128, rate 1e-4 -> 1, loss-vs-rate plot, suggested max rate
+	$(BIN)/deeprun-lr-finder model.hidden=[100,100,100] activation=relu optimizer=sgd hydra.run.dir=outputs/ch11/lr_finder/$(CH11_TIME)
+
+ch11-mc-dropout: install ## Dropout model (10 epochs), then MC dropout with 100 passes on the test set
+	$(eval OUT := outputs/ch11/mc_dropout/$(CH11_TIME))
+	$(DEEPRUN) experiment=ch11_regularization regularizer=dropout optimizer=momentum trainer.epochs=10 hydra.run.dir=$(OUT)
+	$(BIN)/deeprun-eval $(OUT) mc_samples=100

@@ -10,6 +10,7 @@ heads return *logits*; the loss applies the link function.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -33,6 +34,9 @@ class ModelSpec:
 
     output_initializer: str = "glorot_uniform"
     head: Head = "softmax"
+    # Transfer learning: start from an earlier run's hidden layers (the output layer is always new).
+    init_from: str | None = None
+    reuse_layers: int | None = None  # the first N hidden layers of the source; null: all of them
 
     def __post_init__(self) -> None:
         if self.output_initializer not in INITIALIZERS:
@@ -40,6 +44,13 @@ class ModelSpec:
                 f"model.output_initializer: unknown option {self.output_initializer!r}; "
                 f"valid options: {', '.join(INITIALIZERS.names())}"
             )
+        if self.init_from is not None:
+            source = Path(self.init_from)
+            require(source.is_dir(), "model.init_from", "must be an existing run folder", self.init_from)
+            require((source / "checkpoint").is_dir(), "model.init_from", "has no checkpoint/", self.init_from)
+        if self.reuse_layers is not None:
+            require_positive("model.reuse_layers", self.reuse_layers)
+            require(self.init_from is not None, "model.reuse_layers", "needs model.init_from", self.reuse_layers)
 
     def hidden_layers(self) -> tuple[int, ...]:
         raise NotImplementedError

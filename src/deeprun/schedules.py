@@ -248,7 +248,8 @@ def _or(value: float | None, default: float) -> float:
 @SCHEDULES.register("constant")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Constant:
-    """η(t) = learning_rate (default: the optimizer's)."""
+    """η(t) = learning_rate. Left null, the rate is the optimizer's own and stays in its state, where
+    only a training phase (``trainer.phases[i].learning_rate``) changes it."""
 
     learning_rate: float | None = None
 
@@ -256,7 +257,9 @@ class Constant:
         _require_positive_if_set("learning_rate", self.learning_rate)
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
-        return Schedule(constant_rate, {"value": _or(self.learning_rate, base_lr)})
+        if self.learning_rate is None:
+            return Schedule(rate_fn=None)
+        return Schedule(constant_rate, {"value": self.learning_rate})
 
 
 @SCHEDULES.register("power")

@@ -49,6 +49,21 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """A stretch of training: ``freeze: reused`` keeps the layers taken from ``model.init_from`` fixed;
+    ``learning_rate`` (if set) becomes the optimizer's rate when the phase starts."""
+
+    epochs: int
+    freeze: Literal["none", "reused"] = "none"
+    learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        require_positive("trainer.phases.epochs", self.epochs)
+        if self.learning_rate is not None:
+            require_positive("trainer.phases.learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
 class TrainerSettings:
     epochs: int = 10
     batch_size: int = 32
@@ -60,12 +75,25 @@ class TrainerSettings:
     plots: bool = True
     compilation_cache: bool = True
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    phases: tuple[Phase, ...] = ()
 
     def __post_init__(self) -> None:
         require_positive("trainer.epochs", self.epochs)
         require_positive("trainer.batch_size", self.batch_size)
         require_positive("trainer.eval_batch_size", self.eval_batch_size)
         require_non_negative("trainer.seed", self.seed)
+        if self.phases:
+            total = sum(phase.epochs for phase in self.phases)
+            require(total == self.epochs, "trainer.epochs", f"must equal the phases' total ({total})", self.epochs)
+
+    def phase_at(self, epoch: int) -> tuple[int, Phase] | None:
+        """The index and phase of 0-based ``epoch`` (None without phases)."""
+        start = 0
+        for index, phase in enumerate(self.phases):
+            if epoch < start + phase.epochs:
+                return index, phase
+            start += phase.epochs
+        return None
 
 
 @dataclass(frozen=True)
@@ -121,6 +149,14 @@ def _check_combinations(settings: Settings) -> None:
             f"needs an optimizer with momentum; {type(settings.optimizer).__name__} has none",
             True,
         )
+    if any(phase.freeze == "reused" for phase in settings.trainer.phases):
+        require(settings.model.init_from is not None, "trainer.phases.freeze", "reused needs model.init_from",
+                "reused")
+    if any(phase.learning_rate is not None for phase in settings.trainer.phases):
+        resolved = settings.schedule.resolve(settings.optimizer.learning_rate, 1, settings.trainer.epochs)
+        require(not resolved.sets_learning_rate, "trainer.phases.learning_rate",
+                "needs a schedule that leaves the rate to the optimizer (constant or performance)",
+                type(settings.schedule).__name__)
     if settings.regularization.l2 is not None and getattr(settings.optimizer, "weight_decay", 0):
         raise ConfigError(
             "regularizer: l2 together with adamw's weight_decay penalizes the weights twice; "

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -94,6 +95,7 @@ class TrainResult:
     state: TrainState
     data: dict[str, Any]
     diverged_epoch: int | None = None
+    batch_losses: np.ndarray | None = None  # per step, the last partial batch included
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -157,7 +159,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(n_train, trainer.batch_size, trainer.drop_remainder)
         epoch_fn, evaluate_fn = self._train_epoch, self._evaluate
         if members > 1:
-            epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None))
+            epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None))
         self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
         self.evaluate_fn = jax.jit(evaluate_fn)
 
@@ -170,6 +172,8 @@ class Trainer:
         # One compiled program (served by the persistent cache) instead of dozens of eager ops.
         params, batch_stats, opt_state = jax.jit(initial_variables)()
         opt_state = _with_hyperparams_of(opt_state, settings.optimizer)
+        if settings.model.init_from is not None:
+            params, batch_stats = transfer_layers(settings.model, params, batch_stats)
         schedule = settings.schedule.resolve(
             settings.optimizer.learning_rate, self.steps_per_epoch, settings.trainer.epochs
         )
@@ -193,7 +197,7 @@ class Trainer:
         return with_hyperparams(state.opt_state, **values) if values else state.opt_state
 
     def _train_step(self, state: TrainState, member: Member, x: jax.Array, y: jax.Array, key: jax.Array,
-                    epoch: jax.Array):
+                    epoch: jax.Array, trainable: nnx.State | None):
         regularization = member.regularization
 
         def loss_fn(params, batch_stats):  # batch_stats is an argument: BN updates it in this trace
@@ -208,16 +212,23 @@ class Trainer:
             state.params, state.batch_stats
         )
         opt_state = self._scheduled_opt_state(state, member, epoch)
+        if trainable is not None:  # frozen layers: no gradient, no update (not even weight decay)
+            grads = jax.tree.map(jnp.multiply, grads, trainable)
         updates, opt_state = self.tx.update(grads, opt_state, state.params)
+        if trainable is not None:
+            updates = jax.tree.map(jnp.multiply, updates, trainable)
         params = optax.apply_updates(state.params, updates)
         if regularization.max_norm is not None:
             model = self._merge(params, batch_stats)
             model.constrain(regularization.max_norm)
             params = nnx.state(model, nnx.Param)
         new_state = TrainState(params, batch_stats, opt_state, state.step + 1)
-        return new_state, jnp.stack([loss * x.shape[0], correct])
+        return new_state, jnp.stack([loss * x.shape[0], correct, jnp.float32(x.shape[0])])
 
-    def _train_epoch(self, state: TrainState, member: Member, data: DeviceData, epoch: jax.Array):
+    def _train_epoch(self, state: TrainState, member: Member, data: DeviceData, epoch: jax.Array,
+                     trainable: nnx.State | None):
+        """One epoch; ``trainable`` (1/0 per parameter tensor, or None: all) freezes layers as data, so
+        a phase change does not recompile."""
         trainer = self.settings.trainer
         shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(member.key, epoch))
         n = data.y_train.shape[0]
@@ -228,17 +239,17 @@ class Trainer:
         def step(state, indices):
             key = jax.random.fold_in(dropout_key, state.step)
             x = data.scaling.apply(data.pixels_train[indices])
-            return self._train_step(state, member, x, data.y_train[indices], key, epoch)
+            return self._train_step(state, member, x, data.y_train[indices], key, epoch, trainable)
 
         state, sums = jax.lax.scan(step, state, full_batches)
-        sums = jnp.sum(sums, axis=0)
         seen = n_full * trainer.batch_size
         if n > seen and not trainer.drop_remainder:  # Keras keeps the last partial batch
             state, last = step(state, order[seen:])
-            sums, seen = sums + last, n
+            sums, seen = jnp.concatenate([sums, last[None]]), n
         metrics = {
-            "train/loss": sums[0] / seen,
-            "train/accuracy": sums[1] / seen,
+            "batch/loss": sums[:, 0] / sums[:, 2],  # per step, for the LR finder
+            "train/loss": jnp.sum(sums[:, 0]) / seen,
+            "train/accuracy": jnp.sum(sums[:, 1]) / seen,
             "lr": learning_rate_of(state.opt_state),
         }
         val = self._evaluate(state.params, state.batch_stats, member.regularization, data.scaling,
@@ -268,6 +279,14 @@ class Trainer:
         return {"loss": jnp.sum(losses) / n + penalty, "accuracy": jnp.sum(corrects) / n}
 
     # ----- host side --------------------------------------------------------------------------------
+    def trainable_mask(self, phase) -> nnx.State:
+        """1.0 for each trained parameter tensor, 0.0 for the layers a ``freeze: reused`` phase fixes."""
+        abstract = nnx.eval_shape(lambda: build_model(self.settings, self.n_features, self.n_classes))
+        frozen = reused_layer_names(self.settings.model, len(abstract.blocks)) if phase.freeze == "reused" else set()
+        params = nnx.state(abstract, nnx.Param)
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: jnp.float32(_layer_of(path) not in frozen), params)
+
     def evaluate(self, state: TrainState, regularization: Regularization, scaling: PixelScaling,
                  pixels: jax.Array, y: jax.Array) -> Metrics:
         """Loss and accuracy of one (unstacked) state on uint8 ``pixels`` and labels ``y``."""
@@ -313,6 +332,7 @@ class _RunTracker:
         self.status, self.diverged_epoch = "running", None
         self.best_weights = None
         self.final_state: TrainState | None = None
+        self.batch_losses: list[np.ndarray] = []
 
     @property
     def running(self) -> bool:
@@ -384,7 +404,9 @@ def fit_many(
     data_shape = {"name": dataset.name, "n_train": len(dataset.y_train), "n_features": dataset.n_features,
                   "n_classes": dataset.n_classes}
     start = time.perf_counter()
-    lowered = trainer.epoch_fn.lower(state, member, data, jnp.int32(0))
+    phases = first.trainer.phases
+    masks = [trainer.trainable_mask(phase) for phase in phases]
+    lowered = trainer.epoch_fn.lower(state, member, data, jnp.int32(0), masks[0] if masks else None)
     trace_time_s = time.perf_counter() - start
     compiled = lowered.compile()  # served by the persistent compilation cache when enabled
     compile_time_s = time.perf_counter() - start - trace_time_s
@@ -395,8 +417,16 @@ def fit_many(
     ]
     for epoch in range(first.trainer.epochs):
         start = time.perf_counter()
-        state, metrics = compiled(state, member, data, jnp.int32(epoch))
+        trainable = None
+        if phases:
+            index, phase = first.trainer.phase_at(epoch)
+            trainable = masks[index]
+            if phase.learning_rate is not None and epoch == sum(p.epochs for p in phases[:index]):
+                lr = phase.learning_rate if not fused else jnp.full((len(runs),), phase.learning_rate)
+                state = state._replace(opt_state=with_hyperparams(state.opt_state, learning_rate=lr))
+        state, metrics = compiled(state, member, data, jnp.int32(epoch), trainable)
         metrics = jax.device_get(metrics)
+        batch_losses = metrics.pop("batch/loss")
         steps = jax.device_get(state.step)
         epoch_time = time.perf_counter() - start
         new_lrs = {}
@@ -404,6 +434,7 @@ def fit_many(
             if not tracker.running:
                 continue
             values = {k: float(v[index] if fused else v) for k, v in metrics.items()}
+            tracker.batch_losses.append(batch_losses[index] if fused else batch_losses)
             record = {
                 "epoch": epoch + 1,
                 "step": int(steps[index] if fused else steps),
@@ -444,10 +475,57 @@ def fit_many(
                 model=trainer.model(final),
                 state=final,
                 data=data_shape,
+                batch_losses=np.concatenate(tracker.batch_losses) if tracker.batch_losses else None,
                 diverged_epoch=tracker.diverged_epoch,
             )
         )
     return results
+
+
+def reused_layer_names(model_spec, n_blocks: int) -> set[str]:
+    """Top-level layer names taken from ``model.init_from``: the input BN (if any) and the first
+    ``reuse_layers`` hidden blocks (all of them by default)."""
+    count = n_blocks if model_spec.reuse_layers is None else model_spec.reuse_layers
+    return {"input_norm", *(f"blocks/{i}" for i in range(count))}
+
+
+def _path_keys(path) -> list[str]:
+    keys = [str(getattr(entry, "key", getattr(entry, "idx", getattr(entry, "name", entry)))) for entry in path]
+    return [key for key in keys if key != "value"]
+
+
+def _layer_of(path) -> str:
+    """``blocks/3`` or ``input_norm`` or ``output`` for a parameter's key path."""
+    keys = _path_keys(path)
+    return "/".join(keys[:2]) if keys[0] == "blocks" else keys[0]
+
+
+def transfer_layers(model_spec, params: nnx.State, batch_stats: nnx.State) -> tuple[nnx.State, nnx.State]:
+    """Copy the reused layers' variables from the run in ``model.init_from`` (shapes must match)."""
+    from deeprun.registry import ConfigError
+    from deeprun.runs import load_run
+
+    source = load_run(Path(model_spec.init_from)).state
+    n_blocks = len(nnx.to_pure_dict(params).get("blocks", {}))
+    reused = reused_layer_names(model_spec, n_blocks)
+
+    def take(target: nnx.State, donor: nnx.State) -> nnx.State:
+        donor_leaves = {"/".join(_path_keys(path)): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(donor)}
+
+        def pick(path, leaf):
+            if _layer_of(path) not in reused:
+                return leaf
+            key = "/".join(_path_keys(path))
+            if key not in donor_leaves:
+                raise ConfigError(f"model.init_from: the source run has no {key} (it has fewer layers)")
+            if donor_leaves[key].shape != leaf.shape:
+                raise ConfigError(f"model.init_from: {key} has shape {donor_leaves[key].shape} in the source run, "
+                                  f"{leaf.shape} here")
+            return donor_leaves[key]
+
+        return jax.tree_util.tree_map_with_path(pick, target)
+
+    return take(params, source.params), take(batch_stats, source.batch_stats)
 
 
 def _with_hyperparams_of(opt_state: optax.OptState, optimizer) -> optax.OptState:
