@@ -61,9 +61,9 @@ clean: ## Remove outputs, caches and the virtual environment
 CH11_TIME = $(shell date +%Y-%m-%d_%H-%M-%S)
 DEEPRUN   = $(BIN)/deeprun
 REPORT    = $(BIN)/deeprun-report --book
-.PHONY: ch11 ch11-batchnorm ch11-optimizers ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout
+.PHONY: ch11-docs ch11 ch11-transfer ch11-batchnorm ch11-optimizers ch11-schedules ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ch11-default-tables
 
-ch11: ch11-batchnorm ch11-optimizers ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ## Every chapter-11 experiment below
+ch11: ch11-selu-vs-relu ch11-batchnorm ch11-transfer ch11-optimizers ch11-schedules ch11-lr-finder ch11-1cycle ch11-regularization ch11-mc-dropout ch11-default-tables ## Every chapter-11 experiment below
 
 ch11-batchnorm: install ## BN after vs before the activation, SGD, 2 epochs (params in sweep_summary); REPORT.md
 	$(eval OUT := outputs/ch11/batchnorm/$(CH11_TIME))
@@ -75,6 +75,30 @@ ch11-optimizers: install ## The chapter's optimizers, 10 epochs each, same init;
 	$(DEEPRUN) -m experiment=ch11_optimizers hydra.sweep.dir=$(OUT)/main
 	$(DEEPRUN) -m experiment=ch11_optimizers optimizer=adamw optimizer.weight_decay=0.01 hydra.sweep.dir=$(OUT)/adamw
 	$(REPORT) optimizers $(OUT)
+
+ch11-schedules: install ## Exponential (per epoch, per step), piecewise + Nadam, performance; 25 epochs; REPORT.md
+	$(eval OUT := outputs/ch11/schedules/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_schedules optimizer=sgd schedule=exponential schedule.unit=epoch schedule.decay_steps=20 hydra.sweep.dir=$(OUT)/exponential_epoch
+	$(DEEPRUN) -m experiment=ch11_schedules optimizer=sgd schedule=exponential schedule.unit=step schedule.decay_steps=42975 hydra.sweep.dir=$(OUT)/exponential_step
+	$(DEEPRUN) -m experiment=ch11_schedules optimizer=nadam schedule=piecewise 'schedule.values=[0.01,0.005,0.001]' hydra.sweep.dir=$(OUT)/piecewise
+	$(DEEPRUN) -m experiment=ch11_schedules optimizer=sgd schedule=performance hydra.sweep.dir=$(OUT)/performance
+	$(REPORT) schedules $(OUT)
+
+ch11-default-tables: install ## Each default-configuration table as a run, then one table row varied at a time
+	$(eval OUT := outputs/ch11/default_tables/$(CH11_TIME))
+	$(DEEPRUN) -m preset=ed2_default,ed2_self_normalizing,ed3_default,ed3_self_normalizing,ed2_early_release,ed1_default hydra.sweep.dir=$(OUT)/tables
+	$(DEEPRUN) -m preset=ed2_default optimizer=momentum,rmsprop,nadam hydra.sweep.dir=$(OUT)/ed2_default_optimizer_row
+	$(DEEPRUN) -m preset=ed3_default schedule=performance,1cycle hydra.sweep.dir=$(OUT)/ed3_default_schedule_row
+	$(DEEPRUN) -m preset=ed3_default optimizer=nesterov,adamw hydra.sweep.dir=$(OUT)/ed3_default_optimizer_row
+	$(DEEPRUN) -m preset=ed3_default model=deep_mlp model.depth=20 activation=swish normalization=none,batchnorm hydra.sweep.dir=$(OUT)/ed3_deep_normalization_row
+	$(BIN)/deeprun-report $(OUT)
+
+ch11-transfer: install ## Model A, B from scratch and B-on-A (frozen 4 epochs, then 16) over 3 seeds; REPORT.md
+	$(eval OUT := outputs/ch11/transfer/$(CH11_TIME))
+	$(DEEPRUN) experiment=ch11_transfer data.task=A name=model_A hydra.run.dir=$(OUT)/model_A
+	$(DEEPRUN) -m experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B trainer.seed=42,43,44 hydra.sweep.dir=$(OUT)/model_B
+	$(DEEPRUN) -m experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B_on_A model.init_from=$(OUT)/model_A 'trainer.phases=[{epochs: 4, freeze: reused}, {epochs: 16}]' trainer.seed=42,43,44 hydra.sweep.dir=$(OUT)/model_B_on_A
+	$(REPORT) transfer $(OUT)
 
 ch11-1cycle: install ## 1cycle, max_lr 0.1, batch 128, 25 epochs; REPORT.md
 	$(eval OUT := outputs/ch11/1cycle/$(CH11_TIME))
@@ -100,3 +124,6 @@ ch11-mc-dropout: install ## Dropout model (10 epochs), then MC dropout with 100 
 	$(eval OUT := outputs/ch11/mc_dropout/$(CH11_TIME))
 	$(DEEPRUN) experiment=ch11_regularization regularizer=dropout optimizer=momentum trainer.epochs=10 hydra.run.dir=$(OUT)
 	$(BIN)/deeprun-eval $(OUT) mc_samples=100
+
+ch11-docs: install ## Regenerate docs/reproduction.md from the newest outputs/ch11/<experiment>/ folders
+	$(BIN)/python -m deeprun.book outputs docs/reproduction.md

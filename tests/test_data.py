@@ -402,6 +402,31 @@ def test_fashion_mnist_split_and_unit_scaling(fake: FakeFashion, validation: str
     assert dataset.class_names[0] == "T-shirt/top" and dataset.class_names[9] == "Ankle boot"
 
 
+def test_fashion_mnist_task_b_with_train_limit(fake: FakeFashion) -> None:
+    """Labels are index % 10: train = images 0..31, valid = 32..39; B = T-shirt/top (0) and Pullover (2)."""
+    fake.write(data.FASHION_MNIST_SYSTEM_DIR)
+    dataset = fashion(task="B", train_limit=3).load()
+    images = fake.train[0].reshape(N_FULL, 784)
+    np.testing.assert_array_equal(dataset.pixels_train, images[[0, 2, 10]])
+    np.testing.assert_array_equal(dataset.y_train, [0, 1, 0])
+    np.testing.assert_array_equal(dataset.pixels_val, images[[32]])
+    np.testing.assert_array_equal(dataset.y_val, [1])
+    np.testing.assert_array_equal(dataset.pixels_test, fake.test[0].reshape(N_TEST, 784)[[0, 2]])
+    assert dataset.n_classes == 2 and dataset.class_names == ("T-shirt/top", "Pullover")
+    task_a = fashion(task="A", task_edition="2nd", validation="first").load()
+    np.testing.assert_array_equal(task_a.y_test, [0, 1, 2, 3, 4, 5, 6, 7])  # 7, 8, 9 moved down by 2
+    np.testing.assert_array_equal(task_a.y_train[:3], [6, 7, 0])  # images 8, 9, 10: Bag, Ankle boot, T-shirt
+    assert len(task_a.y_train) == (~np.isin(np.arange(VAL_SIZE, N_FULL) % 10, (5, 6))).sum()
+
+
+def test_raw_scaling_keeps_pixel_values() -> None:
+    x = np.arange(256, dtype=np.uint8)[None, :]
+    for s in data.scale(x, x, x, "raw"):
+        assert s.dtype == np.float32
+        np.testing.assert_array_equal(s, x.astype(np.float32))
+    assert data.pixel_scaling(x, "unit").divisor == 255 and data.pixel_scaling(x, "raw").divisor == 1
+
+
 def test_standardize_uses_train_statistics_for_every_split() -> None:
     rng = np.random.default_rng(3)
     x_train, x_val, x_test = (rng.integers(0, 256, (n, 6), dtype=np.uint8) for n in (50, 7, 9))
@@ -508,7 +533,7 @@ def test_literal_fields_are_checked_without_the_registry(cls: type, field: str, 
         cls(**{field: value})
 
 
-@pytest.mark.parametrize("name", ["fashion_mnist", "synthetic"])
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "synthetic"])
 def test_yaml_writes_out_every_default(name: str) -> None:
     config = yaml.safe_load((CONF_DIR / f"{name}.yaml").read_text())
     fields = {f.name for f in dataclasses.fields(data.DATASETS.get(name))}

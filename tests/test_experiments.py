@@ -1,0 +1,77 @@
+"""Chapter-11 experiment configs (fast variants on synthetic data) and the comparison with the book."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import compose_dict
+
+from deeprun.book import EXPERIMENTS, compare, write_book_report
+from deeprun.cli import CONFIG_DIR
+from deeprun.settings import settings_from_config
+from deeprun.train import fit
+
+# The per-run overrides the Makefile's ch11 targets add to each experiment config.
+RUNS = {
+    "ch11_batchnorm": [["normalization=batchnorm"], ["normalization=batchnorm_before"]],
+    "ch11_optimizers": [["optimizer=nadam"], ["optimizer=adamw", "optimizer.weight_decay=0.01"]],
+    "ch11_1cycle": [[]],
+    "ch11_regularization": [["regularizer=l2", "model.output_initializer=he_normal", "optimizer=sgd",
+                             "optimizer.learning_rate=0.02"], ["regularizer=dropout", "optimizer=momentum"],
+                            ["regularizer=max_norm", "optimizer=momentum"]],
+    "ch11_selu_vs_relu": [["initializer=lecun_normal", "activation=selu", "data.scaling=standardize",
+                           "model.depth=3"], ["initializer=he_normal", "activation=relu", "model.depth=3"]],
+    "ch11_transfer": [["data.n_classes=2", "model.head=sigmoid"]],
+    "ch11_schedules": [["optimizer=sgd", "schedule=exponential", "schedule.unit=epoch", "schedule.decay_steps=20"],
+                       ["optimizer=nadam", "schedule=piecewise", "schedule.values=[0.01,0.005,0.001]"],
+                       ["optimizer=sgd", "schedule=performance"]],
+}
+
+
+def test_every_experiment_config_is_covered():
+    assert sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")) == sorted(RUNS)
+
+
+@pytest.mark.parametrize("experiment,overrides", [(e, o) for e, runs in RUNS.items() for o in runs],
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_experiment_trains_one_epoch_on_synthetic_data(experiment, overrides):
+    config = compose_dict([f"experiment={experiment}", "data=synthetic", *overrides, "trainer.epochs=1",
+                           "trainer.checkpoint=false", "trainer.plots=false"])
+    settings = settings_from_config(config)
+    assert settings.name == experiment
+    result = fit(settings, settings.data.load())
+    assert result.status == "completed"
+
+
+def fake_run(folder: Path, job: str, overrides: list[str], final: dict, test: dict | None = None) -> None:
+    run = folder / job
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    record = {"epoch": 2, "step": 2, "lr": 0.01, "epoch_time_s": 1.0, **final}
+    (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "epochs_completed": 2, "final": final,
+                                                  "best": final, "best_epoch": 2, "test": test}))
+
+
+def test_report_compares_with_the_book_and_flags_what_is_out_of_tolerance(tmp_path):
+    close = {"train/loss": 0.41, "train/accuracy": 0.856, "val/loss": 0.37, "val/accuracy": 0.866}
+    off = {"train/loss": 0.90, "train/accuracy": 0.70, "val/loss": 0.38, "val/accuracy": 0.864}
+    fake_run(tmp_path, "0", ["experiment=ch11_batchnorm", "normalization=batchnorm"], close)
+    fake_run(tmp_path, "1", ["experiment=ch11_batchnorm", "normalization=batchnorm_before"], off)
+    rows = compare(EXPERIMENTS["batchnorm"], tmp_path)
+    verdict = {(r["run"].split()[1], r["metric"]): r["within"] for r in rows}
+    assert verdict[("after", "val/accuracy")] and verdict[("after", "train/loss")]
+    assert not verdict[("before", "train/loss")] and not verdict[("before", "train/accuracy")]
+    assert verdict[("before", "val/accuracy")]
+    text = write_book_report("batchnorm", tmp_path).read_text()
+    assert "| BN before activation | 1 | train/loss | 0.4275 | 0.9000 | +0.4725 | **no** |" in text
+    assert "6 of 8 numbers within tolerance (0 missing)." in text
+
+
+def test_report_uses_test_metrics_and_counts_missing_runs(tmp_path):
+    fake_run(tmp_path, "0", ["regularizer=dropout"], {"train/loss": 0.39, "train/accuracy": 0.855,
+             "val/loss": 0.345, "val/accuracy": 0.873}, test={"loss": 0.3629, "accuracy": 0.87})
+    rows = compare(EXPERIMENTS["regularization"], tmp_path)
+    test_row = next(r for r in rows if r["metric"] == "test/accuracy")
+    assert test_row["ours"] == 0.87 and test_row["within"]
+    assert sum(r["ours"] is None for r in rows) == 8  # l2 and max_norm have no run here
