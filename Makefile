@@ -61,9 +61,9 @@ clean: ## Remove outputs, caches and the virtual environment
 CH11_TIME = $(shell date +%Y-%m-%d_%H-%M-%S)
 DEEPRUN   = $(BIN)/deeprun
 REPORT    = $(BIN)/deeprun-report --book
-.PHONY: ch11-docs ch11 ch11-transfer ch11-batchnorm ch11-optimizers ch11-schedules ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ch11-default-tables
+.PHONY: ch11-docs ch11 ch11-transfer ch11-figures ch11-clipping ch11-alpha-dropout ch11-cifar10 ch11-batchnorm ch11-optimizers ch11-schedules ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ch11-default-tables
 
-ch11: ch11-selu-vs-relu ch11-batchnorm ch11-transfer ch11-optimizers ch11-schedules ch11-lr-finder ch11-1cycle ch11-regularization ch11-mc-dropout ch11-default-tables ## Every chapter-11 experiment below
+ch11: ch11-figures ch11-selu-vs-relu ch11-batchnorm ch11-clipping ch11-transfer ch11-optimizers ch11-schedules ch11-lr-finder ch11-1cycle ch11-regularization ch11-mc-dropout ch11-alpha-dropout ch11-default-tables ## Every chapter-11 experiment below but CIFAR-10
 
 ch11-batchnorm: install ## BN after vs before the activation, SGD, 2 epochs (params in sweep_summary); REPORT.md
 	$(eval OUT := outputs/ch11/batchnorm/$(CH11_TIME))
@@ -74,6 +74,7 @@ ch11-optimizers: install ## The chapter's optimizers, 10 epochs each, same init;
 	$(eval OUT := outputs/ch11/optimizers/$(CH11_TIME))
 	$(DEEPRUN) -m experiment=ch11_optimizers hydra.sweep.dir=$(OUT)/main
 	$(DEEPRUN) -m experiment=ch11_optimizers optimizer=adamw optimizer.weight_decay=0.01 hydra.sweep.dir=$(OUT)/adamw
+	$(BIN)/python -m deeprun.figures optimizers $(OUT)
 	$(REPORT) optimizers $(OUT)
 
 ch11-schedules: install ## Exponential (per epoch, per step), piecewise + Nadam, performance; 25 epochs; REPORT.md
@@ -99,6 +100,32 @@ ch11-transfer: install ## Model A, B from scratch and B-on-A (frozen 4 epochs, t
 	$(DEEPRUN) -m experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B trainer.seed=42,43,44 hydra.sweep.dir=$(OUT)/model_B
 	$(DEEPRUN) -m experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B_on_A model.init_from=$(OUT)/model_A 'trainer.phases=[{epochs: 4, freeze: reused}, {epochs: 16}]' trainer.seed=42,43,44 hydra.sweep.dir=$(OUT)/model_B_on_A
 	$(REPORT) transfer $(OUT)
+
+ch11-figures: install ## The chapter's figures from formulas: activations (Figs 11-1..11-4), schedules, 1cycle
+	$(BIN)/python -m deeprun.figures chapter outputs/ch11/figures
+
+ch11-clipping: install ## Gradient clipping: clip_value vs clip_norm (per tensor) vs clip_global_norm, 1 epoch each
+	$(eval OUT := outputs/ch11/clipping/$(CH11_TIME))
+	$(DEEPRUN) -m experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_value=1.0,null hydra.sweep.dir=$(OUT)/clip_value
+	$(DEEPRUN) -m experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_norm=1.0 hydra.sweep.dir=$(OUT)/clip_norm
+	$(DEEPRUN) -m experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_global_norm=1.0 hydra.sweep.dir=$(OUT)/clip_global_norm
+	$(BIN)/deeprun-report $(OUT)
+
+ch11-alpha-dropout: install ## SELU net (LeCun, standardized) with alpha dropout 0.1, then MC alpha dropout (10 passes)
+	$(eval OUT := outputs/ch11/alpha_dropout/$(CH11_TIME))
+	$(DEEPRUN) experiment=ch11_schedules optimizer=nadam optimizer.learning_rate=0.0005 schedule=constant trainer.epochs=10 initializer=lecun_normal activation=selu data.scaling=standardize regularizer=alpha_dropout hydra.run.dir=$(OUT)
+	$(BIN)/deeprun-eval $(OUT) mc_samples=10
+
+ch11-cifar10: install ## Exercise 8 on CIFAR-10 (needs the CIFAR-10 binaries: data.root, DEEPRUN_DATA or download)
+	$(eval OUT := outputs/ch11/cifar10/$(CH11_TIME))
+	$(DEEPRUN) -m data=cifar10 model=deep_mlp model.depth=20 activation=swish optimizer=nadam optimizer.learning_rate=5e-5 schedule=constant trainer.epochs=100 trainer.early_stopping.patience=20 hydra.sweep.dir=$(OUT)/8b_baseline
+	$(DEEPRUN) -m data=cifar10 model=deep_mlp model.depth=20 activation=swish normalization=batchnorm_before optimizer=nadam optimizer.learning_rate=5e-4 schedule=constant trainer.epochs=100 trainer.early_stopping.patience=20 hydra.sweep.dir=$(OUT)/8c_batchnorm
+	$(DEEPRUN) -m data=cifar10 data.scaling=standardize model=deep_mlp model.depth=20 initializer=lecun_normal activation=selu optimizer=nadam optimizer.learning_rate=7e-4 schedule=constant trainer.epochs=100 trainer.early_stopping.patience=20 hydra.sweep.dir=$(OUT)/8d_selu
+	$(DEEPRUN) data=cifar10 data.scaling=standardize model=deep_mlp model.depth=20 initializer=lecun_normal activation=selu regularizer=alpha_dropout optimizer=nadam optimizer.learning_rate=5e-4 schedule=constant trainer.epochs=100 trainer.early_stopping.patience=20 hydra.run.dir=$(OUT)/8e_alpha_dropout
+	$(BIN)/deeprun-eval $(OUT)/8e_alpha_dropout mc_samples=10 split=val
+	$(BIN)/deeprun-lr-finder data=cifar10 data.scaling=standardize model=deep_mlp model.depth=20 initializer=lecun_normal activation=selu regularizer=alpha_dropout optimizer=sgd hydra.run.dir=$(OUT)/8f_lr_finder
+	$(DEEPRUN) -m data=cifar10 data.scaling=standardize model=deep_mlp model.depth=20 initializer=lecun_normal activation=selu regularizer=alpha_dropout optimizer=sgd schedule=1cycle schedule.max_lr=0.05 trainer.batch_size=128 trainer.epochs=15 trainer.early_stopping.enabled=false hydra.sweep.dir=$(OUT)/8f_1cycle
+	$(BIN)/deeprun-report $(OUT)
 
 ch11-1cycle: install ## 1cycle, max_lr 0.1, batch 128, 25 epochs; REPORT.md
 	$(eval OUT := outputs/ch11/1cycle/$(CH11_TIME))

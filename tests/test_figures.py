@@ -142,3 +142,13 @@ def test_optimizer_plateau_and_mc_dropout_figures(tmp_path):
     assert_png(figures.mc_dropout_figure(mean, std, names, tmp_path / "mc_dropout.png"))
     with pytest.raises(ValueError):
         figures.mc_dropout_figure(mean, std[:-1], names, tmp_path / "bad.png")
+
+
+def test_chapter_figures_command_writes_every_figure(tmp_path):
+    from deeprun.figures import main
+
+    main(["chapter", str(tmp_path)])
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert {"sigmoid_saturation_plot.png", "leaky_relu_plot.png", "elu_selu_plot.png",
+            "gelu_swish_mish_plot.png", "1cycle_plot.png"} <= names
+    assert len(names) == 8

@@ -378,3 +378,38 @@ def mc_dropout_figure(
         ax.set_title(title, fontsize=12)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def optimizer_curves_from_sweep(folder: Path) -> Path:
+    """The book's two optimizer figures from a sweep folder: one curve per job, labelled by its optimizer."""
+    from deeprun.report import collect_runs
+
+    histories = {}
+    for run in collect_runs(folder):
+        label = next((o.split("=", 1)[1] for o in run.overrides.split() if o.startswith("optimizer=")), run.job)
+        if run.metrics:
+            histories[label] = run.metrics
+    return optimizer_curves_figure(histories, Path(folder) / "optimizer_curves.png")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m deeprun.figures chapter OUT_DIR`` (activation and schedule figures) or
+    ``python -m deeprun.figures optimizers SWEEP_DIR`` (the optimizers' loss curves)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] not in ("chapter", "optimizers"):
+        print(main.__doc__, file=sys.stderr)
+        sys.exit(2)
+    target = Path(args[1])
+    if args[0] == "chapter":
+        target.mkdir(parents=True, exist_ok=True)
+        paths = activation_figures(target) + book_schedule_figures(target)
+        paths.append(schedule_figure({"name": "1cycle", "max_lr": 0.1}, 0.1, 430, 25, target / "1cycle_plot.png"))
+    else:
+        paths = [optimizer_curves_from_sweep(target)]
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+if __name__ == "__main__":
+    main()
