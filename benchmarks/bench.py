@@ -3,7 +3,9 @@
 Implementations (``--only`` picks some; each run is a fresh Python process, so cold start and peak memory
 are its own):
 
-* ``deeprun``       the real ``deeprun`` CLI (``python -m deeprun.cli``): one compiled XLA program per epoch
+* ``deeprun``       the real ``deeprun`` CLI (``python -m deeprun.cli``): one compiled XLA program per epoch;
+                    its persistent compilation cache off, so every process compiles, like the peers
+* ``deeprun_cached`` the same with deeprun's default persistent compilation cache, warmed by untimed runs
 * ``keras``         Keras 3 on JAX, ``model.fit`` with default settings          (peers/keras_jax.py)
 * ``keras_spe100``  the same with ``steps_per_execution=100``                    (peers/keras_jax.py)
 * ``torch``         a plain PyTorch loop on the CPU                              (peers/torch_loop.py)
@@ -72,10 +74,15 @@ class Implementation:
     argv: tuple[str, ...] = ()
 
 
+# deeprun keeps a persistent XLA compilation cache by default (trainer.compilation_cache): a process that
+# finds its programs there compiles nothing. ``deeprun`` turns it off, so every process compiles from scratch
+# like the peers (none of which keeps one by default); ``deeprun_cached`` keeps it, warmed by an untimed run.
+CACHE_OVERRIDE = "trainer.compilation_cache=false"
 IMPLEMENTATIONS = {
     impl.key: impl
     for impl in (
-        Implementation("deeprun", "deeprun (CLI)", "deeprun"),
+        Implementation("deeprun", "deeprun (CLI), no compilation cache", "deeprun", (CACHE_OVERRIDE,)),
+        Implementation("deeprun_cached", "deeprun (CLI), warm compilation cache", "deeprun"),
         Implementation("keras", "Keras 3 / JAX, fit() defaults", "peer", (str(PEERS / "keras_jax.py"),)),
         Implementation(
             "keras_spe100",
@@ -139,7 +146,17 @@ def last_json_line(text: str) -> dict[str, Any] | None:
     return None
 
 
-def deeprun_argv(batch_size: int, epochs: int, run_dir: Path) -> list[str]:
+def deeprun_has_compilation_cache() -> bool:
+    """Whether this deeprun has the ``trainer.compilation_cache`` option (an unknown key would fail the run)."""
+    with contextlib.suppress(OSError):
+        return any(line.startswith("compilation_cache:")
+                   for line in (ROOT / "conf" / "trainer" / "default.yaml").read_text().splitlines())
+    return False
+
+
+def deeprun_argv(batch_size: int, epochs: int, run_dir: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    if not deeprun_has_compilation_cache():
+        extra = tuple(arg for arg in extra if arg != CACHE_OVERRIDE)
     return [
         sys.executable,
         "-m",
@@ -153,6 +170,7 @@ def deeprun_argv(batch_size: int, epochs: int, run_dir: Path) -> list[str]:
         f"trainer.epochs={epochs}",
         "activation=elu",
         "initializer=he_normal",
+        *extra,
         f"hydra.run.dir={run_dir}",
     ]
 
@@ -192,7 +210,7 @@ def run_implementation(
     scratch = Path(tempfile.mkdtemp(prefix=f"bench-{impl.key}-"))
     try:
         if impl.kind == "deeprun":
-            argv = deeprun_argv(batch_size, epochs, scratch / "run")
+            argv = deeprun_argv(batch_size, epochs, scratch / "run", impl.argv)
         else:
             argv = [sys.executable, *impl.argv, "--batch-size", str(batch_size), "--epochs", str(epochs)]
             if data_dir is not None:
@@ -341,7 +359,8 @@ def aggregate(runs: list[dict], matmul_runs: list[dict], args: argparse.Namespac
             cold = [r for r in runs if r["implementation"] == key and r["batch_size"] == bs and r["role"] == "cold"]
             ok_timed = [r for r in timed if r["ok"]]
             ok_cold = [r for r in cold if r["ok"]]
-            failures = [r for r in timed + cold if not r["ok"]]
+            warmup = [r for r in runs if r["implementation"] == key and r["batch_size"] == bs and r["role"] == "warmup"]
+            failures = [r for r in warmup + timed + cold if not r["ok"]]
             steady = median([steady_of(r) for r in ok_timed])
             gflops = FLOPS_PER_EPOCH / steady / 1e9 if steady else None
             rows.append(
@@ -368,7 +387,8 @@ def aggregate(runs: list[dict], matmul_runs: list[dict], args: argparse.Namespac
                     ],
                 }
             )
-        base = next((r for r in rows if r["implementation"] == "deeprun" and r["ok"]), None)
+        base = next((r for key in ("deeprun", "deeprun_cached") for r in rows
+                     if r["implementation"] == key and r["ok"]), None)
         for row in rows:
             for field, ratio in (("steady_epoch_s", "speed_ratio"), ("first_epoch_s", "first_epoch_ratio"),
                                  ("cold_process_s", "cold_process_ratio")):
@@ -453,7 +473,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Steady s/epoch: median over the epochs after the first, then median over repeats; every epoch time"
         " includes the validation pass. First epoch: the first epoch's time with compilation (deeprun: its"
-        " ahead-of-time compile_time_s + first epoch_time_s; Keras: the first epoch traces and compiles;"
+        " ahead-of-time compile_time_s + first epoch_time_s, with its persistent compilation cache off except"
+        " in the warm-cache row; Keras: the first epoch traces and compiles;"
         " PyTorch: no compilation)."
         + (
             " Cold process: wall time of a fresh `python` process that imports, loads the data, trains"
@@ -466,7 +487,8 @@ def markdown(report: dict[str, Any]) -> str:
         " Speed ratio = this row's steady s/epoch / deeprun's: above 1× deeprun is faster.",
     ]
     failures = [
-        (f"**{row['label']}**, batch size {bs}, {error['role']} run, repeat {error['repeat'] + 1}: {error['error']}",
+        (f"**{row['label']}**, batch size {bs}, {error['role']} run"
+         + (f", repeat {error['repeat'] + 1}" if error["repeat"] >= 0 else "") + f": {error['error']}",
          error["stderr_tail"])
         for bs, rows in summary["tables"].items()
         for row in rows
@@ -488,6 +510,13 @@ def markdown(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def default_implementations() -> list[str]:
+    keys = list(IMPLEMENTATIONS)
+    if not deeprun_has_compilation_cache():  # then deeprun_cached would be the same as deeprun
+        keys.remove("deeprun_cached")
+    return keys
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -498,7 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="timed and cold runs per implementation and batch size (median taken)")
     parser.add_argument("--cold-epochs", type=int, default=3,
                         help="epochs of the cold whole-process run (0 skips the cold runs)")
-    parser.add_argument("--only", default=",".join(IMPLEMENTATIONS),
+    parser.add_argument("--only", default=",".join(default_implementations()),
                         help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results",
                         help="folder for latest.json and latest.md")
@@ -585,6 +614,17 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
         else:
             log(f"  FAILED (the peers will load deeprun.data themselves):\n{report['data_export']['stderr_tail']}")
     roles = [("timed", args.epochs)] + ([("cold", args.cold_epochs)] if args.cold_epochs > 0 else [])
+    if "deeprun_cached" in args.only:
+        # One warm-up per batch size and epoch count that the timed and cold runs use (a cache entry is
+        # per compiled program; whether the epoch count enters it is deeprun's business).
+        for bs in args.batch_sizes:
+            for epochs in sorted({epochs for _, epochs in roles}):
+                log(f"warming deeprun's compilation cache, batch {bs}, {epochs} epochs (untimed) ...")
+                record = run_implementation(IMPLEMENTATIONS["deeprun_cached"], bs, epochs, args.timeout)
+                record.update(role="warmup", repeat=-1, loadavg=list(os.getloadavg()))
+                runs.append(record)
+                if not record["ok"]:
+                    log(f"  FAILED: {record['error']}\n{record['stderr_tail']}")
     total = args.repeats * len(args.batch_sizes) * len(roles) * len(args.only)
     done = 0
     for repeat in range(args.repeats):

@@ -74,10 +74,15 @@ def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tm
             assert abs(got[metric] - want[metric]) <= 2e-4 * abs(want[metric]) + 2e-5, metric
 
 
-def test_default_launcher_does_not_fuse_on_cpu(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]",
-                             "trainer.epochs=1", "trainer.seed=1,2", "trainer.checkpoint=false"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "Launching 2 jobs locally" in result.stdout and "fused runs" not in result.stdout
-    assert len(list((tmp_path / "outputs/sweeps").rglob("summary.json"))) == 2
+def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
+    for max_members, fused in ((None, True), (1, False)):
+        cwd = tmp_path / str(max_members)
+        cwd.mkdir()
+        extra = [] if max_members is None else [f"hydra.launcher.max_members={max_members}"]
+        result = subprocess.run([sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]",
+                                 "trainer.epochs=1", "trainer.seed=1,2", "trainer.checkpoint=false", *extra],
+                                cwd=cwd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "Launching 2 jobs locally" in result.stdout
+        assert ("2 fused runs" in result.stdout) == fused
+        assert len(list((cwd / "outputs/sweeps").rglob("summary.json"))) == 2

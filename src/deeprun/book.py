@@ -231,8 +231,32 @@ def reproduction_markdown(outputs: Path, machine: str, date: str) -> str:
             verdict = "–" if row["ours"] is None else ("yes" if row["within"] else "**no**")
             lines.append(f"| {name} | {row['run']} | {row['metric']} | {row['book']:.4f} | {ours} | {verdict} "
                          f"| {command} |")
+    lines += ["", *_json_results(outputs)]
     notes = [f"- **{name}**: {experiment.notes}" for name, experiment in EXPERIMENTS.items() if experiment.notes]
     return "\n".join(lines + ["", "Notes:", "", *notes]) + "\n"
+
+
+# Results the tasks write as JSON (not metrics of a sweep): (experiment, file, book values, label).
+_JSON_RESULTS = (
+    ("lr-finder", "lr_finder.json", {"epoch_loss": 1.7725, "epoch_accuracy": 0.4122, "suggested_max_rate": 0.1},
+     "LR finder, 1 epoch, batch 128, 1e-4 → 1 (the author reads the max rate as ≈ 1e-1)"),
+    ("mc-dropout", "mc_dropout.json", {"accuracy": 0.8700, "mc_accuracy": 0.8717},
+     "MC dropout, 100 passes over the test set of the dropout model"),
+)
+
+
+def _json_results(outputs: Path) -> list[str]:
+    import json
+
+    lines = ["| task | value | book | ours | command |", "|---|---|---:|---:|---|"]
+    for name, filename, book, label in _JSON_RESULTS:
+        folder = latest_run_folder(outputs, name)
+        found = sorted(folder.rglob(filename)) if folder else []
+        measured = json.loads(found[-1].read_text()) if found else {}
+        for key, value in book.items():
+            ours = f"{measured[key]:.4g}" if key in measured else "not run yet"
+            lines.append(f"| {label} | {key} | {value:.4g} | {ours} | `make ch11-{name}` |")
+    return lines
 
 
 def main() -> None:

@@ -20,25 +20,10 @@ from omegaconf import DictConfig, open_dict
 log = logging.getLogger(__name__)
 
 
-# Measured (README, "Fused sweeps"): on a 2-core CPU a vmapped group trains no faster per run than
-# its runs one after another, so "auto" fuses only on accelerators.
-AUTO_MAX_MEMBERS = {"cpu": 1}
-ACCELERATOR_MAX_MEMBERS = 32
-
-
-def resolve_max_members(max_members: int | str) -> int:
-    """``auto``: 1 (no fusion) on CPU, 32 on GPU/TPU; an integer is taken as given."""
-    if max_members != "auto":
-        return int(max_members)
-    import jax
-
-    return AUTO_MAX_MEMBERS.get(jax.default_backend(), ACCELERATOR_MAX_MEMBERS)
-
-
 class FusedLauncher(Launcher):
     """Configured by ``conf/hydra/launcher/fused.yaml``; ``max_members: 1`` trains every job alone."""
 
-    def __init__(self, max_members: int | str = "auto") -> None:
+    def __init__(self, max_members: int = 32) -> None:
         self.max_members = max_members
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -56,7 +41,7 @@ class FusedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
-        max_members = resolve_max_members(self.max_members)
+        max_members = self.max_members
         log.info(f"Launching {len(job_overrides)} jobs locally"
                  + (f", fusing runs that differ only in numbers ({max_members} per program at most)"
                     if max_members > 1 else ""))
