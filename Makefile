@@ -144,13 +144,16 @@ ch11-selu-vs-relu: install ## 100-layer SELU vs ReLU nets, SGD 0.001, 5 epochs; 
 	$(DEEPRUN) -m experiment=ch11_selu_vs_relu initializer=he_normal activation=relu hydra.sweep.dir=$(OUT)/relu
 	$(REPORT) selu-vs-relu $(OUT)
 
-ch11-lr-finder: install ## LR finder: 1 epoch, batch 128, rate 1e-4 -> 1, loss-vs-rate plot, suggested max rate
-	$(BIN)/deeprun-lr-finder model.hidden=[100,100,100] activation=relu optimizer=sgd hydra.run.dir=outputs/ch11/lr_finder/$(CH11_TIME)
+ch11-lr-finder: install ## LR finder: 1 epoch, batch 128, rate 1e-4 -> 1, loss-vs-rate plot, suggested max rate; REPORT.md
+	$(eval OUT := outputs/ch11/lr_finder/$(CH11_TIME))
+	$(BIN)/deeprun-lr-finder model.hidden=[100,100,100] activation=relu optimizer=sgd hydra.run.dir=$(OUT)
+	$(REPORT) lr-finder $(OUT)
 
-ch11-mc-dropout: install ## Dropout model (10 epochs), then MC dropout with 100 passes on the test set
+ch11-mc-dropout: install ## Dropout model (10 epochs), then MC dropout with 100 passes on the test set; REPORT.md
 	$(eval OUT := outputs/ch11/mc_dropout/$(CH11_TIME))
 	$(DEEPRUN) experiment=ch11_regularization regularizer=dropout optimizer=momentum trainer.epochs=10 hydra.run.dir=$(OUT)
 	$(BIN)/deeprun-eval $(OUT) mc_samples=100
+	$(REPORT) mc-dropout $(OUT)
 
 ch11-docs: install ## Regenerate docs/reproduction.md from the newest outputs/ch11/<experiment>/ folders
 	$(BIN)/python -m deeprun.book outputs docs/reproduction.md

@@ -75,3 +75,14 @@ def test_report_uses_test_metrics_and_counts_missing_runs(tmp_path):
     test_row = next(r for r in rows if r["metric"] == "test/accuracy")
     assert test_row["ours"] == 0.87 and test_row["within"]
     assert sum(r["ours"] is None for r in rows) == 8  # l2 and max_norm have no run here
+
+
+def test_task_results_are_read_from_their_json_file(tmp_path):
+    run = tmp_path / "finder"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model.hidden=[100,100,100]\n")
+    (run / "lr_finder.json").write_text(json.dumps({"epoch_loss": 1.80, "epoch_accuracy": 0.30,
+                                                   "suggested_max_rate": 0.12}))
+    rows = {r["metric"]: r for r in compare(EXPERIMENTS["lr-finder"], run)}
+    assert rows["epoch_loss"]["within"] and rows["suggested_max_rate"]["within"]
+    assert not rows["epoch_accuracy"]["within"]
