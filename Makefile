@@ -125,7 +125,7 @@ ch11-cifar10: install ## Exercise 8 on CIFAR-10 (needs the CIFAR-10 binaries: da
 	$(BIN)/deeprun-eval $(OUT)/8e_alpha_dropout mc_samples=10 split=val
 	$(BIN)/deeprun-lr-finder data=cifar10 data.scaling=standardize model=deep_mlp model.depth=20 initializer=lecun_normal activation=selu regularizer=alpha_dropout optimizer=sgd hydra.run.dir=$(OUT)/8f_lr_finder
 	$(DEEPRUN) -m data=cifar10 data.scaling=standardize model=deep_mlp model.depth=20 initializer=lecun_normal activation=selu regularizer=alpha_dropout optimizer=sgd schedule=1cycle schedule.max_lr=0.05 trainer.batch_size=128 trainer.epochs=15 trainer.early_stopping.enabled=false hydra.sweep.dir=$(OUT)/8f_1cycle
-	$(BIN)/deeprun-report $(OUT)
+	$(REPORT) cifar10 $(OUT)
 
 ch11-1cycle: install ## 1cycle, max_lr 0.1, batch 128, 25 epochs; REPORT.md
 	$(eval OUT := outputs/ch11/1cycle/$(CH11_TIME))

@@ -86,3 +86,15 @@ def test_task_results_are_read_from_their_json_file(tmp_path):
     rows = {r["metric"]: r for r in compare(EXPERIMENTS["lr-finder"], run)}
     assert rows["epoch_loss"]["within"] and rows["suggested_max_rate"]["within"]
     assert not rows["epoch_accuracy"]["within"]
+
+
+def test_restored_best_weights_are_compared_through_the_best_epoch(tmp_path):
+    best = {"train/loss": 1.2, "train/accuracy": 0.55, "val/loss": 1.43, "val/accuracy": 0.505}
+    run = tmp_path / "8c" / "0"
+    fake_run(tmp_path / "8c", "0", ["data=cifar10", "normalization=batchnorm_before"],
+             {"train/loss": 0.9, "train/accuracy": 0.7, "val/loss": 1.7, "val/accuracy": 0.45})
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "best": best}))
+    rows = {r["metric"]: r for r in compare(EXPERIMENTS["cifar10"], tmp_path) if r["run"].startswith("8c")}
+    assert rows["best/val/accuracy"]["ours"] == 0.505 and rows["best/val/accuracy"]["within"]
+    assert rows["best/val/loss"]["ours"] == 1.43
