@@ -54,7 +54,7 @@ bench: install-bench ## Benchmark deeprun against Keras 3/JAX and PyTorch (ARGS=
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 clean: ## Remove outputs, caches and the virtual environment
-	rm -rf outputs/runs outputs/sweeps multirun .pytest_cache $(VENV)
+	rm -rf outputs/runs outputs/sweeps outputs/ch11 outputs/lr_finder multirun .pytest_cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # ----- Chapter 11 experiments: each writes outputs/ch11/<experiment>/<time>/ with REPORT.md ---------
