@@ -86,3 +86,15 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
         assert "Launching 2 jobs locally" in result.stdout
         assert ("2 fused runs" in result.stdout) == fused
         assert len(list((cwd / "outputs/sweeps").rglob("summary.json"))) == 2
+
+
+def test_a_bad_job_is_recorded_as_failed_and_the_others_still_run(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]",
+                             "trainer.epochs=1", "trainer.checkpoint=false", "optimizer.learning_rate=0.01,-1,0.1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0  # the sweep reports the failure at its end
+    assert "job 1: optimizer.learning_rate must be > 0 (got -1.0)" in result.stdout
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "outputs/sweeps").rglob("summary.json")}
+    assert summaries["0"]["status"] == summaries["2"]["status"] == "completed"
+    assert summaries["1"]["status"] == "failed"
+    assert summaries["1"]["error"] == "ConfigError: optimizer.learning_rate must be > 0 (got -1.0)"

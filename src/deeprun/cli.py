@@ -111,7 +111,13 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
         dataset = run.settings.data.load()
     except ConfigError as error:
         fail(str(error), Path(HydraConfig.get().runtime.output_dir))
-    summary = train_and_record([run], dataset)[0]
+    try:
+        summary = train_and_record([run], dataset)[0]
+    except Exception as error:
+        from deeprun.runs import write_failure
+
+        write_failure(run.run_dir, run.settings.name, error)
+        raise
     # In a sweep a diverged job is recorded in its summary and the sweep goes on.
     if summary["status"] == "diverged" and HydraConfig.get().mode == RunMode.RUN:
         print(f"deeprun: run diverged at epoch {summary['diverged_epoch']} (NaN/inf loss)", file=sys.stderr)

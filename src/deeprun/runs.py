@@ -49,6 +49,18 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_failure(run_dir: Path, name: str, error: BaseException) -> None:
+    """Record a run that failed: ``summary.json`` with ``status: failed`` and the error, so a sweep's
+    summary shows why (the epochs it finished stay in ``metrics.jsonl``)."""
+    metrics = Path(run_dir) / "metrics.jsonl"
+    write_json_atomic(Path(run_dir) / "summary.json", {
+        "name": name,
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "epochs_completed": len(read_metrics(metrics)) if metrics.exists() else 0,
+    })
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl``, ignoring a truncated last line (a run killed mid-write)."""
     records = []

@@ -59,9 +59,13 @@ class FusedLauncher(Launcher):
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         valid = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
+        from deeprun.runs import write_failure
+
         for ret in returns:
-            if ret.status == JobStatus.FAILED:
+            if ret.status == JobStatus.FAILED:  # invalid job: recorded in its folder, the others still run
                 print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {ret._return_value}")
+                write_failure(Path(ret.hydra_cfg.hydra.runtime.output_dir), str(ret.cfg.get("name", "")),
+                              ret._return_value)
         for group in group_runs([ret.return_value.config for ret in valid], max_members):
             self._train([valid[i] for i in group])
         return returns
@@ -69,13 +73,15 @@ class FusedLauncher(Launcher):
     def _train(self, group: list[JobReturn]) -> None:
         """Train one group; each job's return value becomes its summary, or its error."""
         from deeprun.cli import train_and_record
+        from deeprun.runs import write_failure
 
         runs = [ret.return_value for ret in group]
         try:
             summaries: list[Any] = train_and_record(runs, runs[0].settings.data.load())
         except Exception as error:  # one group's failure (e.g. missing data) does not stop the others
             log.exception("deeprun: %s failed", ", ".join(run.label for run in runs))
-            for ret in group:
+            for ret, run in zip(group, runs, strict=True):
+                write_failure(run.run_dir, run.settings.name, error)
                 ret.status, ret.return_value = JobStatus.FAILED, error
             return
         for ret, summary in zip(group, summaries, strict=True):
