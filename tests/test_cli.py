@@ -169,3 +169,32 @@ def test_checkpoint_restores_the_final_state(tmp_path, make_settings):
     assert float(loaded.state.opt_state.hyperparams["learning_rate"]) > 0
     logits = loaded.model()(dataset.x_test[:5])
     assert logits.shape == (5, 10)
+
+
+def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint(tmp_path):
+    """The first SIGINT ends the run cleanly at the end of the current epoch: status interrupted,
+    metrics and checkpoint of the finished epochs, exit code 130."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deeprun.cli", "data=synthetic", "data.n_train=20000", "model.hidden=[256,256]",
+         "trainer.epochs=200", "name=stop"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        found = list((tmp_path / "outputs/runs/stop").glob("*/metrics.jsonl"))
+        if found and found[0].read_text().count("\n") >= 1:
+            metrics = found[0]
+            break
+        time.sleep(0.1)
+    assert metrics is not None, "no epoch finished in time"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted after epoch" in stderr
+    summary = json.loads((metrics.parent / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert 1 <= summary["epochs_completed"] < 200
+    assert summary["epochs_completed"] == len(metrics.read_text().splitlines())
+    assert (metrics.parent / "checkpoint").is_dir() and summary["test"] is not None

@@ -23,6 +23,7 @@ from deeprun.registry import ConfigError
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 
 
 @dataclass
@@ -122,6 +123,10 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     if summary["status"] == "diverged" and HydraConfig.get().mode == RunMode.RUN:
         print(f"deeprun: run diverged at epoch {summary['diverged_epoch']} (NaN/inf loss)", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+    if summary["status"] == "interrupted":
+        print(f"deeprun: interrupted after epoch {summary['epochs_completed']}; its state is in {run.run_dir}",
+              file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     return summary
 
 

@@ -18,7 +18,9 @@ rule.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,7 +84,7 @@ class Member(NamedTuple):
 class TrainResult:
     """What a finished (or stopped) run produced."""
 
-    status: str  # completed | stopped_early | diverged
+    status: str  # completed | stopped_early | diverged | interrupted
     history: list[dict[str, Any]]
     best_epoch: int | None
     best: dict[str, Any] | None
@@ -368,7 +370,9 @@ class _RunTracker:
 
     def finish(self, state: TrainState) -> None:
         if self.running:
-            self.status, self.final_state = "completed", state
+            self.status = "completed"
+        if self.final_state is None:  # completed or interrupted: the last epoch's state
+            self.final_state = state
 
 
 def fit(settings: Settings, dataset, callbacks: Sequence[EpochCallback] = ()) -> TrainResult:
@@ -415,6 +419,42 @@ def fit_many(
         _RunTracker(settings, plateau, run_callbacks)
         for settings, plateau, run_callbacks in zip(runs, plateaus, callbacks, strict=True)
     ]
+    with _stop_on_interrupt() as interrupt:
+        state = _epochs(first, runs, fused, trainer, compiled, state, member, data, phases, masks, trackers,
+                        interrupt)
+    return _results(runs, trackers, trainer, state, fused, data, data_shape, params_count, trace_time_s,
+                    compile_time_s)
+
+
+class _Interrupt:
+    """Set by the first Ctrl-C (SIGINT): training stops after the current epoch, its state kept."""
+
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """While training, the first SIGINT asks for a clean stop at the end of the epoch; a second one
+    interrupts at once (Python's default)."""
+    interrupt = _Interrupt()
+
+    def request_stop(signum, frame):
+        interrupt.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        previous = signal.signal(signal.SIGINT, request_stop)
+    except ValueError:  # not the main thread: no handler
+        yield interrupt
+        return
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _epochs(first, runs, fused, trainer, compiled, state, member, data, phases, masks, trackers, interrupt):
+    """The epoch loop: run the compiled epoch, hand each run's record to its tracker."""
     for epoch in range(first.trainer.epochs):
         start = time.perf_counter()
         trainable = None
@@ -448,9 +488,17 @@ def fit_many(
                 new_lrs[index] = new_lr
         if new_lrs:
             state = state._replace(opt_state=_set_learning_rates(state.opt_state, new_lrs, fused))
+        if interrupt.requested:
+            for tracker in trackers:
+                if tracker.running:
+                    tracker.status = "interrupted"
         if not any(tracker.running for tracker in trackers):
             break
+    return state
 
+
+def _results(runs, trackers, trainer, state, fused, data, data_shape, params_count, trace_time_s,
+             compile_time_s) -> list[TrainResult]:
     results = []
     for index, (settings, tracker) in enumerate(zip(runs, trackers, strict=True)):
         tracker.finish(_unstack(state, index) if fused else state)
