@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -53,3 +57,22 @@ def fashion_mnist_available() -> bool:
         return True
     except DataError:
         return False
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    """Serve ``tmp_path / "served"`` on 127.0.0.1 (download tests); yield the directory and its base URL."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield served, f"http://127.0.0.1:{server.server_address[1]}"
+        server.shutdown()
+        thread.join()

@@ -7,13 +7,10 @@ expected record count per file is a module constant that the fixture shrinks.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import io
 import os
 import tarfile
-import threading
 from pathlib import Path
 
 import jax
@@ -263,25 +260,6 @@ def test_missing_everywhere_without_download_says_how_to_get_the_data(isolated: 
 
 
 # --- download -------------------------------------------------------------------------------------
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
-        pass
-
-
-@pytest.fixture
-def http_server(isolated: Path):
-    """Serve ``isolated / "served"`` on 127.0.0.1; yield the directory and its base URL."""
-    served = isolated / "served"
-    served.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(served))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield served, f"http://127.0.0.1:{server.server_address[1]}"
-        server.shutdown()
-        thread.join()
 
 
 def test_download_over_http_with_md5_check(

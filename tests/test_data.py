@@ -7,11 +7,8 @@ module constants that the fixtures point at the generated files.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -243,25 +240,6 @@ def test_cache_dir_prefers_deeprun_cache_dir_then_xdg(
 
 
 # --- download -------------------------------------------------------------------------------------
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
-        pass
-
-
-@pytest.fixture
-def http_server(isolated: Path):
-    """Serve ``isolated / "served"`` on 127.0.0.1; yield the directory and its base URL."""
-    served = isolated / "served"
-    served.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(served))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield served, f"http://127.0.0.1:{server.server_address[1]}"
-        server.shutdown()
-        thread.join()
 
 
 def test_download_over_http_with_md5_check(
