@@ -36,10 +36,9 @@ def require_non_negative(where: str, value: float | int) -> None:
     require(value >= 0, where, "must be >= 0", value)
 
 
-def require_in_unit_interval(where: str, value: float, *, closed_right: bool = False) -> None:
-    """0 <= value < 1 (or <= 1 with ``closed_right``)."""
-    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
-    require(ok, where, "must be in [0, 1]" if closed_right else "must be in [0, 1)", value)
+def require_in_unit_interval(where: str, value: float) -> None:
+    """0 <= value < 1 (rates and momenta)."""
+    require(0 <= value < 1, where, "must be in [0, 1)", value)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
