@@ -77,7 +77,7 @@ ch11-optimizers: install ## The chapter's optimizers, 10 epochs each, same init;
 	$(eval OUT := outputs/ch11/optimizers/$(CH11_TIME))
 	$(DEEPRUN) -m experiment=ch11_optimizers hydra.sweep.dir=$(OUT)/main
 	$(DEEPRUN) -m experiment=ch11_optimizers optimizer=adamw optimizer.weight_decay=0.01 hydra.sweep.dir=$(OUT)/adamw
-	$(BIN)/python -m deeprun.figures optimizers $(OUT)
+	$(BIN)/python -m deeprun.commands.figures optimizers $(OUT)
 	$(REPORT) optimizers $(OUT)
 
 ch11-schedules: install ## Exponential (per epoch, per step), piecewise + Nadam, performance; 25 epochs; REPORT.md
@@ -105,7 +105,7 @@ ch11-transfer: install ## Model A, B from scratch and B-on-A (frozen 4 epochs, t
 	$(REPORT) transfer $(OUT)
 
 ch11-figures: install ## The chapter's figures from formulas: activations (Figs 11-1..11-4), schedules, 1cycle
-	$(BIN)/python -m deeprun.figures chapter outputs/ch11/figures
+	$(BIN)/python -m deeprun.commands.figures chapter outputs/ch11/figures
 
 ch11-clipping: install ## Gradient clipping: clip_value vs clip_norm (per tensor) vs clip_global_norm, 1 epoch each
 	$(eval OUT := outputs/ch11/clipping/$(CH11_TIME))
@@ -159,4 +159,4 @@ ch11-mc-dropout: install ## Dropout model (10 epochs), then MC dropout with 100 
 	$(REPORT) mc-dropout $(OUT)
 
 ch11-docs: install ## Regenerate docs/reproduction.md from the newest outputs/ch11/<experiment>/ folders
-	$(BIN)/python -m deeprun.book outputs docs/reproduction.md
+	$(BIN)/python -m deeprun.commands.book outputs docs/reproduction.md

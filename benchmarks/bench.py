@@ -3,7 +3,7 @@
 Implementations (``--only`` picks some; each run is a fresh Python process, so cold start and peak memory
 are its own):
 
-* ``deeprun``       the real ``deeprun`` CLI (``python -m deeprun.cli``): one compiled XLA program per epoch;
+* ``deeprun``       the real ``deeprun`` CLI (``python -m deeprun.commands.run``): one compiled XLA program per epoch;
                     its persistent compilation cache off, so every process compiles, like the peers
 * ``deeprun_cached`` the same with deeprun's default persistent compilation cache, warmed by untimed runs
 * ``keras``         Keras 3 on JAX, ``model.fit`` with default settings          (peers/keras_jax.py)
@@ -160,7 +160,7 @@ def deeprun_argv(batch_size: int, epochs: int, run_dir: Path, extra: tuple[str, 
     return [
         sys.executable,
         "-m",
-        "deeprun.cli",
+        "deeprun.commands.run",
         "schedule=constant",
         "optimizer=momentum",
         "trainer.early_stopping.enabled=false",

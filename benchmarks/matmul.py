@@ -118,7 +118,7 @@ def jax_backend(args) -> tuple[dict, dict, dict]:
     n = args.size
     a, b = operands(n, n, n, False, False)
     fn = product(False, False)
-    seconds = time_calls(lambda: fn(a, b), sync, args.target_s, args.trials)
+    seconds = time_calls(lambda fn=fn, a=a, b=b: fn(a, b), sync, args.target_s, args.trials)
     square = summarize(2.0 * n**3, seconds, n=n)
 
     model = {}
@@ -128,7 +128,7 @@ def jax_backend(args) -> tuple[dict, dict, dict]:
             m, k, n_, ta, tb = (shape[key] for key in ("m", "k", "n", "ta", "tb"))
             a, b = operands(m, k, n_, ta, tb)
             fn = product(ta, tb)
-            seconds = time_calls(lambda: fn(a, b), sync, args.target_s, args.trials, SYNC_EVERY)
+            seconds = time_calls(lambda fn=fn, a=a, b=b: fn(a, b), sync, args.target_s, args.trials, SYNC_EVERY)
             rows.append(summarize(2.0 * m * k * n_, seconds, **shape))
         model[str(batch_size)] = aggregate(rows)
     info = {"jax": jax.__version__, "device": str(jax.devices()[0]), "platform": jax.default_backend()}
@@ -151,7 +151,7 @@ def torch_backend(args) -> tuple[dict, dict, dict]:
 
     n = args.size
     a, b, out = operands(n, n, n, False, False)
-    seconds = time_calls(lambda: torch.mm(a, b, out=out), no_sync, args.target_s, args.trials)
+    seconds = time_calls(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), no_sync, args.target_s, args.trials)
     square = summarize(2.0 * n**3, seconds, n=n)
 
     model = {}
@@ -160,7 +160,7 @@ def torch_backend(args) -> tuple[dict, dict, dict]:
         for shape in step_shapes(batch_size, "torch"):
             m, k, n_, ta, tb = (shape[key] for key in ("m", "k", "n", "ta", "tb"))
             a, b, out = operands(m, k, n_, ta, tb)
-            seconds = time_calls(lambda: torch.mm(a, b, out=out), no_sync, args.target_s, args.trials)
+            seconds = time_calls(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), no_sync, args.target_s, args.trials)
             rows.append(summarize(2.0 * m * k * n_, seconds, **shape))
         model[str(batch_size)] = aggregate(rows)
     info = {"torch": torch.__version__, "num_threads": torch.get_num_threads()}

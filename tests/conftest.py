@@ -12,8 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from deeprun.cli import CONFIG_DIR
-from deeprun.settings import Settings, settings_from_config
+from deeprun.settings import CONFIG_DIR, Settings, settings_from_config
 
 # Small and quick: the synthetic dataset, one small hidden layer, no files.
 FAST = ("data=synthetic", "model.hidden=[32]", "trainer.epochs=1", "trainer.checkpoint=false",
@@ -22,7 +21,7 @@ FAST = ("data=synthetic", "model.hidden=[32]", "trainer.epochs=1", "trainer.chec
 
 def compose_dict(overrides: Sequence[str] = ()) -> dict:
     """The composed job config as a plain dict (what the CLI hands to ``settings_from_config``)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -50,7 +49,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 def fashion_mnist_available() -> bool:
     """True where the real data can be found without a download (e.g. Debian's package)."""
-    from deeprun.data import DataError, locate_fashion_mnist
+    from deeprun.data.base import DataError
+    from deeprun.data.fashion_mnist import locate_fashion_mnist
 
     try:
         locate_fashion_mnist(None, download=False)

@@ -10,9 +10,9 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
-from deeprun.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
-from deeprun.cli import CONFIG_DIR
 from deeprun.registry import ConfigError
+from deeprun.settings import CONFIG_DIR
+from deeprun.techniques.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 
 Z = np.linspace(-5, 5, 101, dtype=np.float32)
 
@@ -44,7 +44,7 @@ def test_layer_matches_formula_at_inference(name):
 
 
 def test_selu_constants():
-    assert SELU_ALPHA * SELU_SCALE == pytest.approx(1.7580993408473766, abs=1e-15)
+    assert pytest.approx(1.7580993408473766, abs=1e-15) == SELU_ALPHA * SELU_SCALE
     # The closed form of the paper (eq. 14) the notebooks use.
     from math import e, erfc, exp, pi, sqrt
 
@@ -53,8 +53,8 @@ def test_selu_constants():
         2 * erfc(sqrt(2)) * e**2 + pi * erfc(1 / sqrt(2)) ** 2 * e - 2 * (2 + pi) * erfc(1 / sqrt(2)) * sqrt(e)
         + pi + 2
     ) ** (-1 / 2)
-    assert SELU_ALPHA == pytest.approx(alpha0, rel=1e-12)
-    assert SELU_SCALE == pytest.approx(scale0, rel=1e-12)
+    assert pytest.approx(alpha0, rel=1e-12) == SELU_ALPHA
+    assert pytest.approx(scale0, rel=1e-12) == SELU_SCALE
 
 
 def test_leaky_relu_keras_default_and_custom_alpha():

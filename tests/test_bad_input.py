@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import write_idx
 
-from deeprun import data
+from deeprun.data.fashion_mnist import FASHION_MNIST_SPLITS
+from test_data import write_idx
 
 SYNTHETIC = ("data=synthetic", "model.hidden=[16]", "trainer.epochs=1", "trainer.plots=false")
 
 
 def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deeprun.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -32,10 +32,10 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     images = np.zeros((3, 28, 28), np.uint8)
     for name, corrupt in (("truncated", "truncate"), ("corrupt_gz", "garbage")):
         folder = root / name
-        for split in data.FASHION_MNIST_SPLITS:
+        for split in FASHION_MNIST_SPLITS:
             write_idx(folder / split.images_file, images)
             write_idx(folder / split.labels_file, np.zeros(3, np.uint8))
-        broken = folder / data.FASHION_MNIST_SPLITS[0].images_file
+        broken = folder / FASHION_MNIST_SPLITS[0].images_file
         if corrupt == "truncate":
             broken.write_bytes(broken.read_bytes()[:-100])
         else:

@@ -5,12 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from deeprun.calibration import (
-    entropy,
-    expected_calibration_error,
-    mc_statistics,
-    reliability_bins,
-)
+from deeprun.reports.calibration import entropy, expected_calibration_error, mc_statistics, reliability_bins
 
 
 def rows_with_confidence(confidence: float, n: int, k: int, n_correct: int) -> tuple[np.ndarray, np.ndarray]:

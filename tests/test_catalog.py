@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from deeprun.catalog import catalog, registries
-from deeprun.cli import CONFIG_DIR
+from deeprun.commands.catalog import catalog
 from deeprun.registry import ConfigError
+from deeprun.settings import CONFIG_DIR, GROUPS
 
 CONF = Path(CONFIG_DIR)
+
+
+def registries():
+    return {group.key: group.registry for group in GROUPS if group.registry is not None}
 
 
 def test_every_registered_option_is_listed_with_all_its_fields():
@@ -63,7 +67,7 @@ def test_unknown_group_is_an_error_naming_the_valid_ones():
 
 def run(*args):
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "deeprun.catalog", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deeprun.commands.catalog", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 

@@ -18,12 +18,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deeprun import data
+from deeprun.data import cifar10
+from deeprun.data.base import DATASETS, DataError, pixel_scaling
+from deeprun.data.cifar10 import (
+    CIFAR10,
+    CIFAR10_CLASS_NAMES,
+    CIFAR10_TEST_FILES,
+    CIFAR10_TRAIN_FILES,
+    CIFAR10_URL,
+    cifar10_cache_dir,
+    decode_cifar10_files,
+    locate_cifar10,
+)
 from deeprun.registry import ConfigError
 
 RECORDS = 20  # per batch file: 100 full-train and 20 test images
 N_FULL, N_TEST, VAL_SIZE = 5 * RECORDS, RECORDS, 30
-FILES = [*data.CIFAR10_TRAIN_FILES, *data.CIFAR10_TEST_FILES]
+FILES = [*CIFAR10_TRAIN_FILES, *CIFAR10_TEST_FILES]
 
 
 def encode_records(images: np.ndarray, labels: np.ndarray) -> bytes:
@@ -45,7 +56,7 @@ class FakeCifar:
     def batches(self) -> dict[str, bytes]:
         """Each .bin file's content: the training set cut into five files of RECORDS, then the test file."""
         (images, labels), content = self.train, {}
-        for i, name in enumerate(data.CIFAR10_TRAIN_FILES):
+        for i, name in enumerate(CIFAR10_TRAIN_FILES):
             part = slice(i * RECORDS, (i + 1) * RECORDS)
             content[name] = encode_records(images[part], labels[part])
         content["test_batch.bin"] = encode_records(*self.test)
@@ -62,7 +73,7 @@ class FakeCifar:
         ``drop``; return its MD5."""
         batches = {name: content for name, content in self.batches().items() if name != drop}
         members = {f"cifar-10-batches-bin/{name}": content for name, content in batches.items()}
-        members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(data.CIFAR10_CLASS_NAMES).encode()
+        members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(CIFAR10_CLASS_NAMES).encode()
         path.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(path, "w:gz") as tar:
             for name, content in {**members, **(extra or {})}.items():
@@ -78,7 +89,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DEEPRUN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("DEEPRUN_DATA", raising=False)
     monkeypatch.delenv("DEEPRUN_CIFAR10_URL", raising=False)
-    monkeypatch.setattr(data, "CIFAR10_BATCH_RECORDS", RECORDS)
+    monkeypatch.setattr(cifar10, "CIFAR10_BATCH_RECORDS", RECORDS)
     return tmp_path
 
 
@@ -93,12 +104,12 @@ def fake(isolated: Path) -> FakeCifar:
     return FakeCifar(train=make(N_FULL), test=make(N_TEST))
 
 
-def cifar(**fields) -> data.CIFAR10:
-    return data.CIFAR10(**{"val_size": VAL_SIZE, "download": False, **fields})
+def cifar(**fields) -> CIFAR10:
+    return CIFAR10(**{"val_size": VAL_SIZE, "download": False, **fields})
 
 
 def decoded_cache_files() -> list[Path]:
-    return sorted(data.cifar10_cache_dir().glob("decoded-*.npy"))
+    return sorted(cifar10_cache_dir().glob("decoded-*.npy"))
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -110,7 +121,7 @@ def test_record_planes_become_hwc_images(tmp_path: Path) -> None:
     record = bytes([7]) + ((channel * 100 + row * 3 + column) % 256).astype(np.uint8).tobytes()
     path = tmp_path / "batch.bin"
     path.write_bytes(record + bytes([2]) + bytes(range(256)) * 12)
-    images, labels = data.read_cifar10_batch(path, records=2)
+    images, labels = cifar10.read_cifar10_batch(path, records=2)
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8 and images.flags.c_contiguous
     np.testing.assert_array_equal(labels, [7, 2])
     for r, w, c in ((0, 0, 0), (0, 1, 0), (1, 0, 0), (5, 9, 1), (31, 31, 2)):
@@ -121,30 +132,30 @@ def test_record_planes_become_hwc_images(tmp_path: Path) -> None:
 
 def test_round_trip_of_generated_batches(fake: FakeCifar, isolated: Path) -> None:
     directory = fake.write(isolated / "bins")
-    paths = [directory / name for name in data.CIFAR10_TRAIN_FILES]
-    images, labels = data.decode_cifar10_files(paths, RECORDS)
+    paths = [directory / name for name in CIFAR10_TRAIN_FILES]
+    images, labels = decode_cifar10_files(paths, RECORDS)
     np.testing.assert_array_equal(images, fake.train[0])
     np.testing.assert_array_equal(labels, fake.train[1])
 
 
 @pytest.mark.parametrize(("cut", "state"), [(-1, "truncated"), (3073, "corrupt")])
 def test_wrong_file_size_is_an_error_naming_the_file(fake: FakeCifar, cut: int, state: str) -> None:
-    directory = fake.write(data.cifar10_cache_dir())
+    directory = fake.write(cifar10_cache_dir())
     path = directory / "data_batch_3.bin"
     content = path.read_bytes()
     path.write_bytes(content[:cut] if cut < 0 else content + content[:cut])
-    with pytest.raises(data.DataError, match=state) as err:
+    with pytest.raises(DataError, match=state) as err:
         cifar().load()
     assert str(path) in str(err.value) and str(RECORDS * 3073) in str(err.value)
 
 
 def test_label_out_of_range_is_an_error(fake: FakeCifar) -> None:
-    directory = fake.write(data.cifar10_cache_dir())
+    directory = fake.write(cifar10_cache_dir())
     path = directory / "test_batch.bin"
     content = bytearray(path.read_bytes())
     content[3073] = 10  # the second record's label
     path.write_bytes(bytes(content))
-    with pytest.raises(data.DataError, match="test_batch.bin has label 10"):
+    with pytest.raises(DataError, match="test_batch.bin has label 10"):
         cifar().load()
 
 
@@ -152,7 +163,7 @@ def test_label_out_of_range_is_an_error(fake: FakeCifar) -> None:
 
 
 def test_split_keeps_the_first_val_size_images_for_validation(fake: FakeCifar) -> None:
-    fake.write(data.cifar10_cache_dir())
+    fake.write(cifar10_cache_dir())
     dataset = cifar().load()
     images, labels = fake.train
     np.testing.assert_array_equal(dataset.y_val, labels[:VAL_SIZE])
@@ -169,9 +180,9 @@ def test_split_keeps_the_first_val_size_images_for_validation(fake: FakeCifar) -
 
 
 def test_raw_unit_and_standardize_scaling(fake: FakeCifar) -> None:
-    fake.write(data.cifar10_cache_dir())
+    fake.write(cifar10_cache_dir())
     raw, unit, standardized = (cifar(scaling=s).load() for s in ("raw", "unit", "standardize"))
-    assert {field.name: field.default for field in dataclasses.fields(data.CIFAR10)}["scaling"] == "raw"
+    assert {field.name: field.default for field in dataclasses.fields(CIFAR10)}["scaling"] == "raw"
     for split in ("train", "val", "test"):
         pixels = getattr(raw, f"pixels_{split}")
         x_raw, x_unit = getattr(raw, f"x_{split}"), getattr(unit, f"x_{split}")
@@ -188,7 +199,7 @@ def test_raw_unit_and_standardize_scaling(fake: FakeCifar) -> None:
 
 def test_raw_scaling_works_inside_jit_and_vmap() -> None:
     pixels = np.arange(256, dtype=np.uint8).reshape(4, 64)
-    scaling = data.pixel_scaling(pixels, "raw")
+    scaling = pixel_scaling(pixels, "raw")
     scaled = jax.jit(lambda s, p: s.apply(p))(scaling, jnp.asarray(pixels))
     np.testing.assert_array_equal(np.asarray(scaled), pixels.astype(np.float32))
     batched = jax.vmap(lambda p: scaling.apply(p))(jnp.asarray(pixels))
@@ -209,7 +220,7 @@ def touch_files(directory: Path) -> Path:
 
 
 def located_dir(root: str | None = None) -> Path:
-    paths = set(data.locate_cifar10(root, download=False).values())
+    paths = set(locate_cifar10(root, download=False).values())
     assert len({path.parent for path in paths}) == 1, "all six files must come from one directory"
     return paths.pop().parent
 
@@ -217,7 +228,7 @@ def located_dir(root: str | None = None) -> Path:
 def test_lookup_order_root_env_cache(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = touch_files(isolated / "root")
     env = touch_files(isolated / "env")
-    cache = touch_files(data.cifar10_cache_dir() / "cifar-10-batches-bin")
+    cache = touch_files(cifar10_cache_dir() / "cifar-10-batches-bin")
     monkeypatch.setenv("DEEPRUN_DATA", str(env))
     assert located_dir(str(root)) == root
     assert located_dir() == env
@@ -228,7 +239,7 @@ def test_lookup_order_root_env_cache(isolated: Path, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("layout", ["cifar-10-batches-bin", "cifar-10", "cifar-10/cifar-10-batches-bin"])
 def test_lookup_env_subfolders(isolated: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
     nested = touch_files(isolated / "datasets" / layout)
-    touch_files(data.cifar10_cache_dir())
+    touch_files(cifar10_cache_dir())
     monkeypatch.setenv("DEEPRUN_DATA", str(isolated / "datasets"))
     assert located_dir() == nested
 
@@ -239,23 +250,23 @@ def test_root_may_be_the_extracted_folders_parent(isolated: Path) -> None:
 
 
 def test_root_without_the_files_is_an_error_not_a_fallback(isolated: Path) -> None:
-    touch_files(data.cifar10_cache_dir())
+    touch_files(cifar10_cache_dir())
     root = touch_files(isolated / "root" / "cifar-10-batches-bin")
     (root / "data_batch_4.bin").unlink()
-    with pytest.raises(data.DataError, match="has no data_batch_4.bin") as err:
+    with pytest.raises(DataError, match="has no data_batch_4.bin") as err:
         cifar(root=str(root.parent), download=True).load()
     assert f"data.root={root.parent}" in str(err.value)
-    with pytest.raises(data.DataError, match="is not a directory"):
+    with pytest.raises(DataError, match="is not a directory"):
         cifar(root=str(isolated / "typo")).load()
 
 
 def test_missing_everywhere_without_download_says_how_to_get_the_data(isolated: Path) -> None:
-    with pytest.raises(data.DataError) as err:
+    with pytest.raises(DataError) as err:
         cifar().load()
     message = str(err.value)
     assert isinstance(err.value, ConfigError) and "\n" not in message
-    for way in ("data.root=", "DEEPRUN_DATA=", str(data.cifar10_cache_dir()), "data.download=true",
-                data.CIFAR10_URL, "data_batch_1.bin", "test_batch.bin", "CIFAR-10 not found"):
+    for way in ("data.root=", "DEEPRUN_DATA=", str(cifar10_cache_dir()), "data.download=true",
+                CIFAR10_URL, "data_batch_1.bin", "test_batch.bin", "CIFAR-10 not found"):
         assert way in message
 
 
@@ -266,14 +277,14 @@ def test_download_over_http_with_md5_check(
     fake: FakeCifar, http_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served, url = http_server
-    monkeypatch.setattr(data, "CIFAR10_MD5", fake.archive(served / "c10.tar.gz"))
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", fake.archive(served / "c10.tar.gz"))
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", f"{url}/c10.tar.gz")
     dataset = cifar(download=True).load()
     np.testing.assert_array_equal(dataset.y_test, fake.test[1])
     np.testing.assert_array_equal(dataset.pixels_val, fake.train[0][:VAL_SIZE].reshape(VAL_SIZE, -1))
-    extracted = data.cifar10_cache_dir() / "cifar-10-batches-bin"
+    extracted = cifar10_cache_dir() / "cifar-10-batches-bin"
     assert sorted(p.name for p in extracted.iterdir()) == sorted(FILES)
-    assert (data.cifar10_cache_dir() / "cifar-10-binary.tar.gz").is_file()
+    assert (cifar10_cache_dir() / "cifar-10-binary.tar.gz").is_file()
     assert located_dir() == extracted  # found without downloading from now on
 
 
@@ -283,12 +294,12 @@ def test_extraction_takes_only_the_expected_members(
     hostile = {"../escape.bin": b"x", "cifar-10-batches-bin/../../escape.bin": b"x",
                f"{isolated}/escape.bin": b"x", "cifar-10-batches-bin/other.bin": b"x"}
     archive = isolated / "served" / "c10.tar.gz"
-    monkeypatch.setattr(data, "CIFAR10_MD5", fake.archive(archive, extra=hostile))
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", fake.archive(archive, extra=hostile))
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", archive.as_uri())
     cifar(download=True).load()
     written = {p.name for p in isolated.rglob("*") if p.is_file()}
     assert "escape.bin" not in written and "other.bin" not in written
-    extracted = data.cifar10_cache_dir() / "cifar-10-batches-bin"
+    extracted = cifar10_cache_dir() / "cifar-10-batches-bin"
     assert sorted(p.name for p in extracted.iterdir()) == sorted(FILES)
 
 
@@ -297,25 +308,25 @@ def test_download_with_bad_md5_is_rejected_and_leaves_nothing(
 ) -> None:
     archive = isolated / "served" / "c10.tar.gz"
     fake.archive(archive)
-    monkeypatch.setattr(data, "CIFAR10_MD5", "0" * 32)
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", "0" * 32)
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", archive.as_uri())
     expected = f"the download {archive.as_uri()} has MD5 [0-9a-f]{{32}}, expected"
-    with pytest.raises(data.DataError, match=expected):
+    with pytest.raises(DataError, match=expected):
         cifar(download=True).load()
-    assert list(data.cifar10_cache_dir().iterdir()) == []  # no archive, no partial or temp file
+    assert list(cifar10_cache_dir().iterdir()) == []  # no archive, no partial or temp file
 
 
 def test_a_cached_archive_is_checked_and_extracted_without_downloading(
     fake: FakeCifar, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = data.cifar10_cache_dir() / "cifar-10-binary.tar.gz"
-    monkeypatch.setattr(data, "CIFAR10_MD5", fake.archive(archive))
+    archive = cifar10_cache_dir() / "cifar-10-binary.tar.gz"
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", fake.archive(archive))
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", (isolated / "nowhere").as_uri())
     np.testing.assert_array_equal(cifar(download=True).load().y_test, fake.test[1])
-    for path in (data.cifar10_cache_dir() / "cifar-10-batches-bin").iterdir():
+    for path in (cifar10_cache_dir() / "cifar-10-batches-bin").iterdir():
         path.unlink()
-    monkeypatch.setattr(data, "CIFAR10_MD5", "0" * 32)
-    with pytest.raises(data.DataError, match="cifar-10-binary.tar.gz has MD5"):
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", "0" * 32)
+    with pytest.raises(DataError, match="cifar-10-binary.tar.gz has MD5"):
         cifar(download=True).load()
 
 
@@ -323,9 +334,9 @@ def test_archive_missing_a_member_is_an_error(
     fake: FakeCifar, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = isolated / "served" / "c10.tar.gz"
-    monkeypatch.setattr(data, "CIFAR10_MD5", fake.archive(archive, drop="data_batch_2.bin"))
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", fake.archive(archive, drop="data_batch_2.bin"))
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", archive.as_uri())
-    with pytest.raises(data.DataError, match="has no cifar-10-batches-bin/data_batch_2.bin"):
+    with pytest.raises(DataError, match="has no cifar-10-batches-bin/data_batch_2.bin"):
         cifar(download=True).load()
 
 
@@ -333,15 +344,15 @@ def test_corrupt_archive_is_an_error(isolated: Path, monkeypatch: pytest.MonkeyP
     archive = isolated / "served" / "c10.tar.gz"
     archive.parent.mkdir()
     archive.write_bytes(b"\x1f\x8b not really gzip")
-    monkeypatch.setattr(data, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", archive.as_uri())
-    with pytest.raises(data.DataError, match="corrupt or unreadable"):
+    with pytest.raises(DataError, match="corrupt or unreadable"):
         cifar(download=True).load()
 
 
 def test_download_failure_says_how_to_get_the_data(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", (isolated / "nowhere.tar.gz").as_uri())
-    with pytest.raises(data.DataError, match="could not download .*nowhere.tar.gz") as err:
+    with pytest.raises(DataError, match="could not download .*nowhere.tar.gz") as err:
         cifar(download=True).load()
     assert "DEEPRUN_DATA=" in str(err.value)
 
@@ -354,12 +365,12 @@ def no_decoding(*args: object) -> None:
 
 
 def test_decoded_cache_is_written_once_and_reused(fake: FakeCifar, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake.write(data.cifar10_cache_dir())
+    fake.write(cifar10_cache_dir())
     first = cifar().load()
     cached = decoded_cache_files()
     assert len(cached) == 4  # images and labels of train and test
     written = {path: path.stat().st_mtime_ns for path in cached}
-    monkeypatch.setattr(data, "read_cifar10_batch", no_decoding)
+    monkeypatch.setattr(cifar10, "read_cifar10_batch", no_decoding)
     second = cifar().load()
     np.testing.assert_array_equal(second.pixels_train, first.pixels_train)
     np.testing.assert_array_equal(second.y_test, first.y_test)
@@ -369,19 +380,19 @@ def test_decoded_cache_is_written_once_and_reused(fake: FakeCifar, monkeypatch: 
 def test_cache_false_neither_reads_nor_writes_the_decoded_cache(
     fake: FakeCifar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake.write(data.cifar10_cache_dir())
+    fake.write(cifar10_cache_dir())
     cifar(cache=False).load()
     assert decoded_cache_files() == []
     cifar().load()
     calls = []
-    real = data.read_cifar10_batch
-    monkeypatch.setattr(data, "read_cifar10_batch", lambda *args: calls.append(args) or real(*args))
+    real = cifar10.read_cifar10_batch
+    monkeypatch.setattr(cifar10, "read_cifar10_batch", lambda *args: calls.append(args) or real(*args))
     cifar(cache=False).load()
     assert len(calls) == 6
 
 
 def test_changed_batch_files_are_decoded_again(fake: FakeCifar) -> None:
-    directory = fake.write(data.cifar10_cache_dir())
+    directory = fake.write(cifar10_cache_dir())
     cifar().load()
     labels = fake.test[1].copy()
     labels[0] = 9
@@ -407,19 +418,18 @@ def test_changed_batch_files_are_decoded_again(fake: FakeCifar) -> None:
 )
 def test_bad_config_is_rejected(config: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        data.DATASETS.build({"name": "cifar10", **config})
+        DATASETS.build({"name": "cifar10", **config})
 
 
 def test_val_size_must_leave_a_train_split(fake: FakeCifar) -> None:
-    fake.write(data.cifar10_cache_dir())
+    fake.write(cifar10_cache_dir())
     with pytest.raises(ConfigError, match="data.val_size"):
         cifar(val_size=N_FULL).load()
 
 
 def test_hydra_config_group_composes() -> None:
     from conftest import compose_dict
-
     from deeprun.settings import settings_from_config
 
     settings = settings_from_config(compose_dict(["data=cifar10", "data.scaling=standardize"]))
-    assert settings.data == data.CIFAR10(scaling="standardize")
+    assert settings.data == CIFAR10(scaling="standardize")

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import fashion_mnist_available
 
-from deeprun.runs import METRIC_KEYS
+from conftest import fashion_mnist_available
+from deeprun.runs.folder import METRIC_KEYS
 
 FAST = ["data=synthetic", "model.hidden=[32]"]
 
 
 def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "deeprun.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -151,8 +151,8 @@ def test_checkpoint_restores_the_final_state(tmp_path, make_settings):
     """The run folder's checkpoint holds the final state: restored, it reproduces the test metrics."""
     import numpy as np
 
-    from deeprun.runs import load_run
-    from deeprun.train import Trainer
+    from deeprun.runs.loading import load_run
+    from deeprun.training.trainer import Trainer
 
     result = deeprun(*FAST, "trainer.epochs=2", "name=ckpt", "optimizer=adam", "normalization=batchnorm", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -178,7 +178,7 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint(tmp_path):
     import time
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "deeprun.cli", "data=synthetic", "data.n_train=20000", "model.hidden=[256,256]",
+        [sys.executable, "-m", "deeprun.commands.run", "data=synthetic", "data.n_train=20000", "model.hidden=[256,256]",
          "trainer.epochs=200", "name=stop"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     metrics = None

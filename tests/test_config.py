@@ -3,11 +3,10 @@
 from pathlib import Path
 
 import pytest
-from conftest import compose_dict
 
-from deeprun.cli import CONFIG_DIR
+from conftest import compose_dict
 from deeprun.registry import ConfigError
-from deeprun.settings import settings_from_config
+from deeprun.settings import CONFIG_DIR, settings_from_config
 
 
 def test_default_is_the_books_default_dnn_configuration():

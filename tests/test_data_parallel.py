@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from tests.conftest import compose_dict
     from deeprun.settings import settings_from_config
-    from deeprun.train import Trainer, fit
+    from deeprun.training.trainer import Trainer
+    from deeprun.training.loop import fit
 
     overrides = ["data=synthetic", "data.n_train=500", "model.hidden=[64,32]", "trainer.epochs=3",
                  "trainer.checkpoint=false", "trainer.plots=false", "trainer.batch_size=33",
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent("""
                                  "sharding": str(jax.tree.leaves(result.state.params)[0].sharding)}
     trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
     state, member = trainer.init(settings)
-    from deeprun.train import DeviceData
+    from deeprun.training.state import DeviceData
     import jax.numpy as jnp
     hlo = trainer.epoch_fn.lower(trainer.place(state), trainer.place(member), trainer.place(DeviceData.of(dataset)),
                                  jnp.int32(0), None).compile().as_text()
@@ -64,7 +65,7 @@ def test_two_devices_match_one():
 
 
 def test_more_devices_than_visible_is_rejected(make_settings):
-    from deeprun.train import training_devices
+    from deeprun.training.trainer import training_devices
 
     with pytest.raises(ConfigError, match=r"trainer.devices: 64 requested, but 1 cpu device\(s\) are visible"):
         training_devices(64)

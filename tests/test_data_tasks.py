@@ -8,13 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeprun import data
+from deeprun.data.base import DATASETS, Dataset, make_dataset, select_classes, task_classes
+from deeprun.data.fashion_mnist import FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_MD5, FashionMNIST
+from deeprun.data.storage import find_all_files
 from deeprun.registry import ConfigError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 # The notebooks' own ``split_dataset`` functions, kept close to the original code as references.
+
+
+
+def select_task(x, y, task, edition):
+    """Fashion-MNIST images and labels of a transfer-learning task (the book's ``split_dataset``)."""
+    classes = task_classes(task, edition)
+    return (x, y.astype(np.int32)) if classes is None else select_classes(x, y, classes)
 
 
 def book_split_3rd(x: np.ndarray, y: np.ndarray) -> tuple[tuple, tuple]:
@@ -49,11 +58,11 @@ def test_select_task_matches_the_books_split_dataset(edition: str, book_split) -
     x, y = random_examples(500)
     (x_a, y_a), (x_b, y_b) = book_split(x, y.copy())
     for task, (x_book, y_book) in (("A", (x_a, y_a)), ("B", (x_b, y_b))):
-        x_task, y_task = data.select_task(x, y, task, edition)
+        x_task, y_task = select_task(x, y, task, edition)
         np.testing.assert_array_equal(x_task, x_book)
         np.testing.assert_array_equal(y_task, y_book)
         assert y_task.dtype == np.int32
-    assert set(np.unique(data.select_task(x, y, "A", edition)[1])) == set(range(8))
+    assert set(np.unique(select_task(x, y, "A", edition)[1])) == set(range(8))
 
 
 def test_task_classes_by_hand() -> None:
@@ -66,7 +75,7 @@ def test_task_classes_by_hand() -> None:
         ("2nd", "B"): ([5, 6], [0, 1]),  # label 1 = Shirt
     }
     for (edition, task), (kept, labels) in cases.items():
-        x_task, y_task = data.select_task(x, y, task, edition)
+        x_task, y_task = select_task(x, y, task, edition)
         np.testing.assert_array_equal(x_task[:, 0], kept)
         np.testing.assert_array_equal(y_task, labels)
 
@@ -74,38 +83,38 @@ def test_task_classes_by_hand() -> None:
 def test_select_classes_keeps_order_and_relabels_by_position() -> None:
     x = np.arange(8)[:, None]
     y = np.array([3, 1, 0, 3, 2, 1, 0, 3])
-    x_kept, y_kept = data.select_classes(x, y, (3, 1))  # any order: 3 → 0, 1 → 1
+    x_kept, y_kept = select_classes(x, y, (3, 1))  # any order: 3 → 0, 1 → 1
     np.testing.assert_array_equal(x_kept[:, 0], [0, 1, 3, 5, 7])
     np.testing.assert_array_equal(y_kept, [0, 1, 0, 1, 0])
 
 
 def test_task_all_selects_nothing() -> None:
     x, y = random_examples(50)
-    assert data.task_classes("all", "3rd") is None and data.task_classes("all", "2nd") is None
-    x_all, y_all = data.select_task(x, y, "all", "2nd")
+    assert task_classes("all", "3rd") is None and task_classes("all", "2nd") is None
+    x_all, y_all = select_task(x, y, "all", "2nd")
     assert x_all is x
     np.testing.assert_array_equal(y_all, y)
 
 
-def task_dataset(task: str = "B", edition: str = "3rd", **fields) -> data.Dataset:
+def task_dataset(task: str = "B", edition: str = "3rd", **fields) -> Dataset:
     """A dataset of 10 classes built by make_dataset: 200 full-train images (validation = last 40)."""
     x_full, y_full = random_examples(200, seed=1)
     x_test, y_test = random_examples(60, seed=2)
     options = {"val_size": 40, "validation": "last", "scaling": "unit", **fields}
-    return data.make_dataset(
+    return make_dataset(
         "t",
         (x_full.astype(np.uint8).reshape(200, 2, 2), y_full),
         (x_test.astype(np.uint8).reshape(60, 2, 2), y_test),
-        class_names=data.FASHION_MNIST_CLASS_NAMES,
+        class_names=FASHION_MNIST_CLASS_NAMES,
         where="data.val_size",
-        classes=data.task_classes(task, edition),
+        classes=task_classes(task, edition),
         **options,
     )
 
 
 def test_make_dataset_filters_every_split_and_limits_only_train() -> None:
     x_full, y_full = random_examples(200, seed=1)
-    x_test, y_test = random_examples(60, seed=2)
+    _, y_test = random_examples(60, seed=2)
     full = task_dataset()
     limited = task_dataset(train_limit=5)
     b_train, b_val, b_test = (np.isin(y, (0, 2)) for y in (y_full[:160], y_full[160:], y_test))
@@ -151,24 +160,24 @@ def test_train_limit_beyond_the_train_split_is_an_error() -> None:
 )
 def test_bad_task_config_is_rejected(config: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        data.DATASETS.build({"name": "fashion_mnist", **config})
+        DATASETS.build({"name": "fashion_mnist", **config})
 
 
 def test_task_fields_are_checked_without_the_registry() -> None:
     with pytest.raises(ConfigError, match="data.task "):
-        data.FashionMNIST(task="b")
+        FashionMNIST(task="b")
     with pytest.raises(ConfigError, match="data.task_edition"):
-        data.FashionMNIST(task_edition="3")
-    assert data.DATASETS.build({"name": "fashion_mnist", "task": "B", "train_limit": 200}).train_limit == 200
+        FashionMNIST(task_edition="3")
+    assert DATASETS.build({"name": "fashion_mnist", "task": "B", "train_limit": 200}).train_limit == 200
 
 
 # --- the real dataset -----------------------------------------------------------------------------
 
 
-def real_fashion_mnist(**fields) -> data.Dataset:
-    if data.find_all_files(FASHION_MNIST_DIR, list(data.FASHION_MNIST_MD5)) is None:
+def real_fashion_mnist(**fields) -> Dataset:
+    if find_all_files(FASHION_MNIST_DIR, list(FASHION_MNIST_MD5)) is None:
         pytest.skip(f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR}")
-    return data.FashionMNIST(root=str(FASHION_MNIST_DIR), download=False, **fields).load()
+    return FashionMNIST(root=str(FASHION_MNIST_DIR), download=False, **fields).load()
 
 
 @pytest.mark.slow

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from deeprun.runs import METRIC_KEYS, RunFolder
-from deeprun.train import DIAGNOSTICS, build_model, fit, fit_many
+from deeprun.runs.folder import METRIC_KEYS, RunFolder
+from deeprun.training.diagnostics import DIAGNOSTICS
+from deeprun.training.loop import fit, fit_many
+from deeprun.training.trainer import build_model
 
 pytestmark = pytest.mark.usefixtures("exact_float32")  # float64 NumPy references
 

@@ -4,12 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import compose_dict
 
-from deeprun.book import EXPERIMENTS, compare, write_book_report
-from deeprun.cli import CONFIG_DIR
-from deeprun.settings import settings_from_config
-from deeprun.train import fit
+from conftest import compose_dict
+from deeprun.reports.book import EXPERIMENTS, compare, write_book_report
+from deeprun.settings import CONFIG_DIR, settings_from_config
+from deeprun.training.loop import fit
 
 # The per-run overrides the Makefile's ch11 targets add to each experiment config.
 RUNS = {

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from deeprun.data import PixelScaling
-from deeprun.export import (
+from deeprun.data.base import PixelScaling
+from deeprun.registry import ConfigError, options_from_tokens
+from deeprun.runs.export import (
     ExportOptions,
     batchnorm_affine,
     export_run,
@@ -21,9 +22,8 @@ from deeprun.export import (
     pixel_affine,
     predictor,
 )
-from deeprun.registry import ConfigError, options_from_tokens
-from deeprun.runs import load_run
-from deeprun.train import build_model
+from deeprun.runs.loading import load_run
+from deeprun.training.trainer import build_model
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # float32: the folded products are summed in another order
 
@@ -122,7 +122,7 @@ def test_a_model_without_batchnorm_is_exported_unchanged(make_settings):
 
 
 def train(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deeprun.cli", "data=synthetic", "optimizer=adam",
+    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", "data=synthetic", "optimizer=adam",
                            "optimizer.learning_rate=0.01", "schedule=constant", "trainer.epochs=3",
                            "trainer.plots=false", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
@@ -171,7 +171,7 @@ def test_bfloat16_export_roundtrips_and_agrees_on_argmax(bn_run):
 
 
 def test_deeprun_export_command_times_each_precision(bn_run, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deeprun.export", str(bn_run), "precision=float16",
+    result = subprocess.run([sys.executable, "-m", "deeprun.commands.export", str(bn_run), "precision=float16",
                              "batch_sizes=[1,8]", "repeats=3"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
@@ -189,7 +189,7 @@ def test_deeprun_export_rejects_bad_input(tmp_path):
                           (["batch_sizes=[]"], "batch_sizes must not be empty")):
         with pytest.raises(ConfigError, match=message):
             options_from_tokens(ExportOptions, args)
-    result = subprocess.run([sys.executable, "-m", "deeprun.export", str(tmp_path)], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "deeprun.commands.export", str(tmp_path)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "is not a deeprun run folder" in result.stderr
 

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from deeprun import figures
-from deeprun.schedules import OneCycle
+from deeprun.reports import figures
+from deeprun.techniques.schedules import OneCycle
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -44,7 +44,6 @@ def test_activation_figures_write_four_pngs(tmp_path):
     assert [p.name for p in paths] == [f"{name}.png" for name in figures.ACTIVATION_FIGURES]
     for path in paths:
         assert_png(path)
-    assert figures.write_activation_figures is figures.activation_figures
 
 
 def test_sigmoid_saturation_data():
@@ -106,7 +105,7 @@ def test_schedule_curves_per_step_and_per_epoch(tmp_path):
     assert_png(figures.schedule_figure(OneCycle(), 0.01, 10, 5, tmp_path / "1cycle.png"))
     assert_png(figures.schedule_figure({"name": "exponential", "unit": "epoch", "decay_steps": 20}, 0.01, 10, 30,
                                        tmp_path / "exp.png", per="epoch"))
-    with pytest.raises(ValueError, match="plateau_figure"):
+    with pytest.raises(ValueError, match="metrics.jsonl"):
         figures.schedule_figure({"name": "performance"}, 0.01, 10, 5, tmp_path / "no.png")
 
 
@@ -126,15 +125,13 @@ def test_lr_finder_figure(tmp_path):
         figures.lr_finder_figure(rates, losses[:-1], tmp_path / "bad.png")
 
 
-def test_optimizer_plateau_and_mc_dropout_figures(tmp_path):
+def test_optimizer_and_mc_dropout_figures(tmp_path):
     def history(k):
         return [{"epoch": e, "lr": 0.01, "train/loss": 0.8 / e**k, "val/loss": 0.85 / e**k} for e in range(1, 13)]
 
     histories = {"SGD": history(0.2), "Adam": history(0.4), "Nadam": history(0.45)}
     assert_png(figures.optimizer_curves_figure(histories, tmp_path / "optimizers.png"))
     assert_png(figures.optimizer_curves_figure(histories, tmp_path / "optimizers_auto.png", axis=None))
-    plateau = [{"epoch": e, "lr": 0.01 * 0.5 ** (e // 5), "val/loss": 1 / e} for e in range(1, 21)]
-    assert_png(figures.plateau_figure(plateau, tmp_path / "plateau.png"))
     mean = [0.0, 0.01, 0.02, 0.0, 0.0, 0.6, 0.0, 0.3, 0.05, 0.02]
     std = [0.0, 0.01, 0.02, 0.0, 0.0, 0.2, 0.0, 0.15, 0.05, 0.02]
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -145,7 +142,7 @@ def test_optimizer_plateau_and_mc_dropout_figures(tmp_path):
 
 
 def test_reliability_diagram_plots_each_bins_accuracy_vs_confidence_with_its_ece(tmp_path):
-    from deeprun.calibration import reliability_bins
+    from deeprun.reports.calibration import reliability_bins
 
     probs = np.array([[0.4, 0.3, 0.3], [0.2, 0.45, 0.35], [0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7]])
     bins = reliability_bins(probs, np.array([0, 2, 0, 1, 0]), 4)
@@ -158,7 +155,7 @@ def test_reliability_diagram_plots_each_bins_accuracy_vs_confidence_with_its_ece
 
 
 def test_chapter_figures_command_writes_every_figure(tmp_path):
-    from deeprun.figures import main
+    from deeprun.commands.figures import main
 
     main(["chapter", str(tmp_path)])
     names = {p.name for p in tmp_path.glob("*.png")}

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 from conftest import compose_dict
-
-from deeprun.fusion import fusion_key, group_runs
+from deeprun.sweeps.fusion import fusion_key, group_runs
 
 
 def key(*overrides):
@@ -51,7 +50,7 @@ def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tm
         cwd.mkdir()
         flags = [a for a in args if a.startswith("-")]
         overrides = [a for a in args if not a.startswith("-")]
-        result = subprocess.run([sys.executable, "-m", "deeprun.cli", *flags, *common, *overrides], cwd=cwd,
+        result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", *flags, *common, *overrides], cwd=cwd,
                                 capture_output=True, text=True, env=os.environ, timeout=300)
         assert result.returncode == 0, result.stderr
         return result
@@ -80,7 +79,7 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
         cwd = tmp_path / str(max_members)
         cwd.mkdir()
         extra = [] if max_members is None else [f"hydra.launcher.max_members={max_members}"]
-        result = subprocess.run([sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]",
+        result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", "-m", "data=synthetic", "model.hidden=[16]",
                                  "trainer.epochs=1", "trainer.seed=1,2", "trainer.checkpoint=false", *extra],
                                 cwd=cwd, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
@@ -90,11 +89,11 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
 
 
 def test_a_bad_job_is_recorded_as_failed_and_the_others_still_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]",
+    result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", "-m", "data=synthetic", "model.hidden=[16]",
                              "trainer.epochs=1", "trainer.checkpoint=false", "optimizer.learning_rate=0.01,-1,0.1"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1  # the sweep reports the failure at its end, after its summary
-    assert "job 1: optimizer.learning_rate must be > 0 (got -1.0)" in result.stdout
+    assert "job 1: optimizer.learning_rate must be > 0 (got -1.0)" in result.stderr
     assert "1 of 3 jobs did not finish: job 1 failed" in result.stderr
     summaries = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "outputs/sweeps").rglob("summary.json")}
     assert summaries["0"]["status"] == summaries["2"]["status"] == "completed"

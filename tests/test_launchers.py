@@ -1,5 +1,5 @@
 """Sweeps past one process: the joblib and submitit launcher presets (conf/hydra/launcher/), each job's
-CPU threads and GPU memory (conf/hydra/job_env/, deeprun.resources), and failed jobs under them."""
+CPU threads and GPU memory (conf/hydra/job_env/, deeprun.sweeps.resources), and failed jobs under them."""
 
 from __future__ import annotations
 
@@ -12,22 +12,27 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import FAST
 from hydra import compose, initialize_config_dir
 from hydra.types import HydraContext
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from deeprun.callbacks import SweepSummary
-from deeprun.cli import CONFIG_DIR
+from conftest import FAST
+from deeprun.commands.common import quiet_launcher_schema_warning
 from deeprun.registry import ConfigError
-from deeprun.resources import (gpu_memory_fraction, parallel_jobs, quiet_launcher_schema_warning,
-                               threads_per_job, usable_cpus)
+from deeprun.settings import CONFIG_DIR
+from deeprun.sweeps.callbacks import SweepSummary
+from deeprun.sweeps.resources import (
+    gpu_memory_fraction,
+    parallel_jobs,
+    threads_per_job,
+    usable_cpus,
+)
 
 
 @pytest.fixture(autouse=True)
 def _quiet_schema_warning():
-    quiet_launcher_schema_warning()  # as importing deeprun does: pytest resets the warning filters per test
+    quiet_launcher_schema_warning()  # as the commands do: pytest resets the warning filters per test
 
 # Job 1 is invalid (exit 2 alone), job 2 diverges (NaN in its first epoch).
 BAD_AND_DIVERGED = ["optimizer=sgd", "schedule=constant", "activation=relu",
@@ -38,7 +43,7 @@ def sweep(*args: str, cwd: Path, script: str | None = None) -> tuple[subprocess.
     """Run ``deeprun -m`` (or a Python script that ends in deeprun's main); returns the process, its pid
     and the sweep folder."""
     args = (*args, "++hydra.callbacks.sweep_summary.figures=false")  # the tests read the table only
-    command = [sys.executable, "-c", script, "-m", *args] if script else [sys.executable, "-m", "deeprun.cli",
+    command = [sys.executable, "-c", script, "-m", *args] if script else [sys.executable, "-m", "deeprun.commands.run",
                                                                           "-m", *args]
     process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -101,19 +106,19 @@ def test_submitit_local_runs_jobs_as_processes_and_records_a_failed_one(tmp_path
 # ConfigError (a bug, a device failure); its traceback is printed, its folder records it, the sweep goes on.
 RAISES_IN_JOB_1 = """
 import sys
-import deeprun.cli
-import deeprun.train
+import deeprun.commands.run
+import deeprun.training.loop
 
-fit_many = deeprun.train.fit_many
+fit_many = deeprun.training.loop.fit_many
 
 def failing_fit_many(settings, *args, **kwargs):
     if settings[0].trainer.seed == 2:
         raise RuntimeError("device lost")
     return fit_many(settings, *args, **kwargs)
 
-deeprun.train.fit_many = failing_fit_many
+deeprun.training.loop.fit_many = failing_fit_many
 sys.argv[0] = "deeprun"
-deeprun.cli.main()
+deeprun.commands.run.main()
 """
 
 
@@ -141,7 +146,7 @@ def test_submitit_slurm_preset_submits_a_job_array_with_partition_gpus_and_time_
 
     monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were there
     monkeypatch.setattr(slurm.SlurmExecutor, "_submit_command", intercept)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[
             "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
             "hydra.launcher.timeout_min=90", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
@@ -157,7 +162,7 @@ def test_submitit_slurm_preset_submits_a_job_array_with_partition_gpus_and_time_
 
 
 @pytest.mark.parametrize("launcher,variables", [
-    ("joblib", {"PJRT_NPROC", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION"}),
+    ("joblib", {"XLA_PYTHON_CLIENT_PREALLOCATE"}),  # + PJRT_NPROC and the memory share: its job_resources callback
     ("submitit_local", {"PJRT_NPROC", "XLA_PYTHON_CLIENT_PREALLOCATE"}),
     ("submitit_slurm", {"PJRT_NPROC"}),
     ("fused", set()),  # one process: the user's environment as it is
@@ -166,9 +171,10 @@ def test_only_the_multiprocess_launchers_set_the_jobs_environment(launcher, vari
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_launcher_schema_warning()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert set(cfg.hydra.job.env_set) == variables
+    assert ("job_resources" in cfg.hydra.callbacks) == (launcher == "joblib")
     assert not [w for w in caught if "schema" in str(w.message)]  # Hydra's deprecation note is silenced
 
 

@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_dict
 from omegaconf import OmegaConf
 
-from deeprun.cli import CONFIG_DIR
-from deeprun.fusion import fusion_key, group_runs
+from conftest import compose_dict
 from deeprun.loggers import LOGGERS, NoLogger, TensorBoard, all_of, epoch_scalars, flat_hparams
 from deeprun.registry import ConfigError
-from deeprun.settings import settings_from_config
+from deeprun.settings import CONFIG_DIR, settings_from_config
+from deeprun.sweeps.fusion import fusion_key, group_runs
 
 CONF = Path(CONFIG_DIR) / "logger"
 EVENTS = "events.out.tfevents.*"
@@ -73,7 +72,7 @@ def hparams_data(events) -> dict[str, object]:
             if value.metadata.plugin_data.plugin_name == "hparams"}
 
 
-def run_command(*args: str, cwd: Path, module: str = "deeprun.cli") -> subprocess.CompletedProcess:
+def run_command(*args: str, cwd: Path, module: str = "deeprun.commands.run") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
@@ -132,7 +131,7 @@ def test_diagnostics_rows_are_scalars_per_statistic_and_layer(sweep):
 
 def test_weight_histograms_per_layer_match_the_final_weights(sweep):
     from deeprun.loggers import parameter_arrays
-    from deeprun.runs import load_run
+    from deeprun.runs.loading import load_run
 
     job = jobs(sweep, "tensorboard")[0]
     found = histograms(read_events(job / "tensorboard"))
@@ -214,7 +213,8 @@ def test_a_resumed_run_tells_tensorboard_to_drop_the_epochs_it_trains_again(tmp_
 
 
 def test_tune_trials_write_event_files(tmp_path):
-    from deeprun.tune import run_study, tune_options
+    from deeprun.sweeps.tune_space import tune_options
+    from deeprun.sweeps.tuning import run_study
 
     options = tune_options({"n_trials": 1, "sampler": "random", "pruner": "none",
                             "space": {"optimizer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1}}})

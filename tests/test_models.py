@@ -9,11 +9,11 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
-from deeprun.cli import CONFIG_DIR
 from deeprun.models import MODELS, count_parameters
-from deeprun.normalization import NORMALIZATIONS
 from deeprun.registry import ConfigError
-from deeprun.train import build_model
+from deeprun.settings import CONFIG_DIR
+from deeprun.techniques.normalization import NORMALIZATIONS
+from deeprun.training.trainer import build_model
 
 
 def fmnist_model(make_settings, *overrides):

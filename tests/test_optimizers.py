@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,10 +11,11 @@ import optax
 import pytest
 from omegaconf import OmegaConf
 
-from deeprun.optimizers import OPTIMIZERS, learning_rate_of, with_hyperparams
 from deeprun.registry import ConfigError
+from deeprun.settings import CONFIG_DIR
+from deeprun.techniques.optimizers import OPTIMIZERS, learning_rate_of, with_hyperparams
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "optimizer"
+CONF_DIR = CONFIG_DIR / "optimizer"
 N_STEPS = 4
 
 

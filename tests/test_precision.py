@@ -9,9 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deeprun.precision import LossScale, LossScaling, adjust_loss_scale, all_finite, where_finite
 from deeprun.registry import ConfigError
-from deeprun.train import DeviceData, Trainer, fit
+from deeprun.techniques.precision import LossScale, LossScaling, adjust_loss_scale, all_finite, where_finite
+from deeprun.training.loop import fit
+from deeprun.training.state import DeviceData
+from deeprun.training.trainer import Trainer
 
 # bfloat16 and float16 against float32 on the synthetic task: 5 epochs, batch norm (computed in float32).
 COMPARED = ("trainer.epochs=5", "normalization=batchnorm")

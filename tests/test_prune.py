@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from deeprun.prune import PruneOptions, dense_layers, prune_kernel, prune_run
 from deeprun.registry import ConfigError, options_from_tokens
-from deeprun.runs import load_run
+from deeprun.runs.loading import load_run
+from deeprun.runs.prune import PruneOptions, dense_layers, prune_kernel, prune_run
 
 
-def run(*args, cwd, module="deeprun.cli"):
+def run(*args, cwd, module="deeprun.commands.run"):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
@@ -78,7 +78,7 @@ def test_threshold_zero_changes_nothing_and_counts_exact_zeros(l1_run):
 
 
 def test_deeprun_prune_command(l1_run, tmp_path):
-    result = run(str(l1_run), "threshold=1e-2", "save=false", cwd=tmp_path, module="deeprun.prune")
+    result = run(str(l1_run), "threshold=1e-2", "save=false", cwd=tmp_path, module="deeprun.commands.prune")
     assert result.returncode == 0, result.stderr
     assert "pruned |w| < 0.01" in result.stdout and "hidden_1" in result.stdout and "accuracy after" in result.stdout
     assert json.loads((l1_run / "prune.json").read_text())["threshold"] == 0.01
@@ -90,14 +90,14 @@ def test_deeprun_prune_command(l1_run, tmp_path):
     ([], "missing required field 'threshold'"),
 ])
 def test_deeprun_prune_rejects_bad_options(l1_run, tmp_path, args, message):
-    result = run(str(l1_run), *args, cwd=tmp_path, module="deeprun.prune")
+    result = run(str(l1_run), *args, cwd=tmp_path, module="deeprun.commands.prune")
     assert result.returncode == 2
     assert result.stderr.startswith("deeprun-prune: error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_deeprun_prune_rejects_a_folder_that_is_not_a_run(tmp_path):
-    result = run(str(tmp_path), "threshold=0.1", cwd=tmp_path, module="deeprun.prune")
+    result = run(str(tmp_path), "threshold=0.1", cwd=tmp_path, module="deeprun.commands.prune")
     assert result.returncode == 2 and "is not a deeprun run folder" in result.stderr
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from deeprun.cli import CONFIG_DIR
 from deeprun.registry import ConfigError
-from deeprun.regularizers import REGULARIZERS, alpha_dropout, build_regularization, dropout, max_norm
-from deeprun.train import Trainer, build_model
+from deeprun.settings import CONFIG_DIR
+from deeprun.techniques.regularizers import REGULARIZERS, alpha_dropout, build_regularization, dropout, max_norm
+from deeprun.training.trainer import Trainer, build_model
 
 
 def test_l2_penalty_has_no_half():
@@ -70,7 +70,7 @@ def test_max_norm_keras_formula():
 
 
 def test_max_norm_is_applied_after_every_update(make_settings):
-    from deeprun.train import fit
+    from deeprun.training.loop import fit
 
     settings = make_settings("regularizer=max_norm", "regularizer.max_norm.max_value=0.5",
                              "optimizer=sgd", "optimizer.learning_rate=0.5")

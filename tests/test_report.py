@@ -11,20 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from deeprun.callbacks import SweepSummary
-from deeprun.report import (
+from deeprun.commands.report import main
+from deeprun.reports.sweep import (
     COLUMNS,
     CURVES_PNG,
     FINAL_PNG,
     SUMMARY_CSV,
     SUMMARY_MD,
-    NoRunsError,
-    collect_runs,
-    main,
     run_labels,
     write_sweep_summary,
 )
-from deeprun.runs import METRIC_KEYS
+from deeprun.runs.folder import METRIC_KEYS
+from deeprun.runs.records import NoRunsError, collect_runs
+from deeprun.sweeps.callbacks import SweepSummary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMON = ["data=synthetic", "model.hidden=[16]"]
@@ -195,7 +194,7 @@ def test_main_in_process(sweep, capsys):
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("deeprun-report")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "deeprun.report"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "deeprun.commands.report"]
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -243,7 +242,7 @@ def test_sweep_writes_its_summary_at_the_end(tmp_path):
     """End to end: `deeprun -m` runs the callback registered in conf/config.yaml."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "deeprun.cli", "-m", "data=synthetic", "model.hidden=[16]", "trainer.epochs=1",
+        [sys.executable, "-m", "deeprun.commands.run", "-m", "data=synthetic", "model.hidden=[16]", "trainer.epochs=1",
          "trainer.checkpoint=false", "optimizer=sgd,adam"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

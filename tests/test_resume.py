@@ -13,8 +13,12 @@ import jax
 import numpy as np
 import pytest
 
-from deeprun.runs import EpochCheckpoints, load_run, read_metrics
-from deeprun.train import ResumePoint, Trainer, fit
+from deeprun.runs.checkpoints import EpochCheckpoints
+from deeprun.runs.folder import read_metrics
+from deeprun.runs.loading import load_run
+from deeprun.training.loop import fit
+from deeprun.training.state import ResumePoint
+from deeprun.training.trainer import Trainer
 
 
 def _host(point: ResumePoint) -> ResumePoint:
@@ -76,7 +80,7 @@ def _checkpointed_epoch(run_dir: Path) -> int:
 
 
 def _deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deeprun.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -88,7 +92,7 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     """SIGKILL once epoch 2 is on disk, ``trainer.resume=<dir>``: metrics.jsonl and the final
     parameters equal an uninterrupted run's (bitwise, CPU)."""
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "deeprun.cli", *SLOW_EPOCHS, f"hydra.run.dir={killed}"],
+    process = subprocess.Popen([sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, f"hydra.run.dir={killed}"],
                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None:
@@ -119,7 +123,7 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
 def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     """Ctrl-C: status interrupted, resume/ kept; resuming finishes the run in the same folder."""
     run = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "deeprun.cli", *SLOW_EPOCHS, "trainer.epochs=50",
+    process = subprocess.Popen([sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=50",
                                 f"hydra.run.dir={run}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,9 +12,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from deeprun.registry import ConfigError
-from deeprun.schedules import SCHEDULES, PlateauState, learning_rate_curve
+from deeprun.settings import CONFIG_DIR
+from deeprun.techniques.schedules import SCHEDULES, PlateauState, learning_rate_curve
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "schedule"
+CONF_DIR = CONFIG_DIR / "schedule"
 # Schedules that set the rate from the counters: `performance` changes it on the host, and `constant`
 # without a value leaves the optimizer's rate in its state.
 LR_SETTING = [name for name in SCHEDULES.names() if name not in ("performance", "constant")]

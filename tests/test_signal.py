@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from deeprun.activations import ACTIVATIONS
-from deeprun.initializers import INITIALIZERS
 from deeprun.registry import ConfigError, from_mapping
-from deeprun.signal_propagation import SignalOptions, layer_statistics, propagate
+from deeprun.techniques.activations import ACTIVATIONS
+from deeprun.techniques.initializers import INITIALIZERS
+from deeprun.training.signal import SignalOptions, layer_statistics, propagate
 
 
 def signal(initializer: str, activation: str, **options) -> np.ndarray:
@@ -87,7 +87,7 @@ def test_options_are_validated():
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deeprun.signal_propagation", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "deeprun.commands.signal", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from deeprun.calibration import entropy, expected_calibration_error
-from deeprun.evaluate import EvalOptions, mc_dropout
-from deeprun.lr_finder import suggest_max_rate
 from deeprun.registry import ConfigError, options_from_tokens
+from deeprun.reports.calibration import entropy, expected_calibration_error
+from deeprun.reports.mc_dropout import EvalOptions, mc_dropout
+from deeprun.training.lr_finder import suggest_max_rate
 
 
-def run(*args, cwd, module="deeprun.cli"):
+def run(*args, cwd, module="deeprun.commands.run"):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                             timeout=300)
     return result
@@ -95,12 +95,12 @@ def test_mc_dropout_is_reproducible_with_its_seed(dropout_run):
 
 
 def test_deeprun_eval_command(dropout_run, tmp_path):
-    result = run(str(dropout_run), "mc_samples=3", "split=val", "bins=5", cwd=tmp_path, module="deeprun.evaluate")
+    result = run(str(dropout_run), "mc_samples=3", "split=val", "bins=5", cwd=tmp_path, module="deeprun.commands.evaluate")
     assert result.returncode == 0, result.stderr
     assert "val accuracy" in result.stdout and "with MC dropout (3 passes)" in result.stdout
     report = json.loads((dropout_run / "mc_dropout.json").read_text())
     assert f"expected calibration error (5 bins) {report['ece']:.4f} -> {report['mc_ece']:.4f}" in result.stdout
-    bad = run(str(tmp_path), cwd=tmp_path, module="deeprun.evaluate")
+    bad = run(str(tmp_path), cwd=tmp_path, module="deeprun.commands.evaluate")
     assert bad.returncode == 2 and "is not a deeprun run folder" in bad.stderr
 
 
@@ -120,7 +120,7 @@ def test_eval_options_are_validated():
 def test_lr_finder_sweeps_rates_exponentially_and_records_each_batch(tmp_path):
     result = run("data=synthetic", "data.n_train=1000", "model.hidden=[32]", "lr_finder.batch_size=50",
                  "lr_finder.min_rate=1e-3", "lr_finder.max_rate=10", "hydra.run.dir=finder", cwd=tmp_path,
-                 module="deeprun.lr_finder")
+                 module="deeprun.commands.lr_finder")
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "finder/lr_finder.csv") as f:
         rows = list(csv.DictReader(f))

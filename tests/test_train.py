@@ -7,14 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deeprun.activations import ACTIVATIONS
-from deeprun.initializers import INITIALIZERS
 from deeprun.models import MODELS
-from deeprun.normalization import NORMALIZATIONS
-from deeprun.optimizers import OPTIMIZERS
-from deeprun.regularizers import REGULARIZERS
-from deeprun.schedules import SCHEDULES
-from deeprun.train import Trainer, build_model, fit, steps_per_epoch
+from deeprun.techniques.activations import ACTIVATIONS
+from deeprun.techniques.initializers import INITIALIZERS
+from deeprun.techniques.normalization import NORMALIZATIONS
+from deeprun.techniques.optimizers import OPTIMIZERS
+from deeprun.techniques.regularizers import REGULARIZERS
+from deeprun.techniques.schedules import SCHEDULES
+from deeprun.training.loop import fit
+from deeprun.training.trainer import Trainer, build_model, steps_per_epoch
 
 
 def test_steps_per_epoch_follow_keras():
@@ -134,7 +135,7 @@ def _close(a, b):
 def test_fused_runs_match_runs_alone(make_settings):
     """Runs differing in seed, learning rate, momentum and dropout rate train as one vmapped program
     and give each run the numbers it gets alone."""
-    from deeprun.train import fit_many
+    from deeprun.training.loop import fit_many
 
     variants = [("trainer.seed=1", "optimizer.learning_rate=0.01", "regularizer.dropout.rate=0.1"),
                 ("trainer.seed=2", "optimizer.learning_rate=0.03", "regularizer.dropout.rate=0.3"),
@@ -150,7 +151,7 @@ def test_fused_runs_match_runs_alone(make_settings):
 
 
 def test_fused_runs_stop_and_reduce_lr_independently(make_settings):
-    from deeprun.train import fit_many
+    from deeprun.training.loop import fit_many
 
     common = ("trainer.epochs=6", "optimizer=adam", "schedule=performance", "schedule.patience=1",
               "schedule.monitor=train/accuracy", "schedule.mode=min")
@@ -171,7 +172,8 @@ def test_injected_hyperparameters_stay_out_of_the_compiled_programs(make_setting
     """Runs that differ only in seed, learning rate and momentum lower to the same init and epoch programs
     (so the persistent cache serves a tune trial or the next job of a sweep), and each still starts from
     its own values and trains with them."""
-    from deeprun.train import DeviceData, Trainer
+    from deeprun.training.state import DeviceData
+    from deeprun.training.trainer import Trainer
 
     programs, results = [], []
     for overrides in (("trainer.seed=1", "optimizer.learning_rate=0.01", "optimizer.beta_1=0.9"),

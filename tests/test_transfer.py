@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from deeprun.registry import ConfigError
-from deeprun.runs import load_run
-from deeprun.train import fit
+from deeprun.runs.loading import load_donor, load_run
+from deeprun.training.loop import fit
 
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """A 10-class run on synthetic data with hidden layers [16, 8] (the "model A")."""
     cwd = tmp_path_factory.mktemp("source")
-    result = subprocess.run([sys.executable, "-m", "deeprun.cli", "data=synthetic", "model.hidden=[16,8]",
+    result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", "data=synthetic", "model.hidden=[16,8]",
                              "trainer.epochs=2", "optimizer=adam", "hydra.run.dir=model_a"],
                             cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -42,7 +42,7 @@ def test_frozen_phase_keeps_the_reused_layers_and_trains_the_new_head(make_setti
     source = load_run(source_run).state
     settings = binary_task(make_settings, source_run, "trainer.epochs=1",
                            "trainer.phases=[{epochs: 1, freeze: reused}]")
-    result = fit(settings, settings.data.load())
+    result = fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))
     for got, want in zip(hidden_kernels(result.state), hidden_kernels(source), strict=True):
         np.testing.assert_array_equal(got, want)
     assert _pure(result.state.params)["output"]["kernel"].shape == (8, 1)
@@ -53,7 +53,7 @@ def test_unfrozen_phase_fine_tunes_with_its_learning_rate(make_settings, source_
     source = load_run(source_run).state
     settings = binary_task(make_settings, source_run, "trainer.epochs=3",
                            "trainer.phases=[{epochs: 1, freeze: reused}, {epochs: 2, learning_rate: 0.05}]")
-    result = fit(settings, settings.data.load())
+    result = fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))
     assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.05, 0.05])
     for got, want in zip(hidden_kernels(result.state), hidden_kernels(source), strict=True):
         assert not np.allclose(got, want)
@@ -63,7 +63,7 @@ def test_reuse_only_the_first_layer(make_settings, source_run):
     source = load_run(source_run).state
     settings = binary_task(make_settings, source_run, "model.reuse_layers=1", "trainer.epochs=1",
                            "trainer.phases=[{epochs: 1, freeze: reused}]")
-    kernels = hidden_kernels(fit(settings, settings.data.load()).state)
+    kernels = hidden_kernels(fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from)).state)
     np.testing.assert_array_equal(kernels[0], hidden_kernels(source)[0])
     assert not np.allclose(kernels[1], hidden_kernels(source)[1])
 
@@ -79,4 +79,4 @@ def test_bad_transfer_settings(make_settings, source_run, tmp_path):
         make_settings("trainer.epochs=2", "trainer.phases=[{epochs: 1}, {epochs: 2}]")
     settings = make_settings("model.hidden=[32,8]", f"model.init_from={source_run}")
     with pytest.raises(ConfigError, match=r"model.init_from: blocks/0/dense/\w+ has shape \(\d+(, 16)?,?\) in the source run"):
-        fit(settings, settings.data.load())
+        fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))

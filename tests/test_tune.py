@@ -10,23 +10,14 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import compose_dict
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from deeprun.cli import CONFIG_DIR
+from conftest import compose_dict
 from deeprun.registry import ConfigError
-from deeprun.tune import (
-    STUDY_DB,
-    TRIALS_CSV,
-    TRIALS_MD,
-    check_space,
-    open_study,
-    parse_space,
-    run_study,
-    set_path,
-    tune_options,
-)
+from deeprun.settings import CONFIG_DIR
+from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, check_space, parse_space, set_path, tune_options
+from deeprun.sweeps.tuning import open_study, run_study
 
 FAST = ["data=synthetic", "model.hidden=[16]", "trainer.epochs=2", "trainer.checkpoint=false",
         "trainer.plots=false", "schedule=constant", "optimizer=sgd"]
@@ -215,7 +206,7 @@ def test_one_process_at_a_time_tunes_a_sweep_folder(tmp_path):
 
 
 def tune_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "deeprun.tune", *FAST, *args]
+    return [sys.executable, "-m", "deeprun.commands.tune", *FAST, *args]
 
 
 def test_the_command_rejects_a_bad_config_in_one_line_and_leaves_no_folder(tmp_path):

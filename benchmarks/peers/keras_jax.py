@@ -16,9 +16,9 @@ import os
 
 os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported
 
-import time  # noqa: E402
+import time
 
-from _common import HIDDEN, LEARNING_RATE, MOMENTUM, N_CLASSES, SEED, emit, load_data, parse_args  # noqa: E402
+from _common import HIDDEN, LEARNING_RATE, MOMENTUM, N_CLASSES, SEED, emit, load_data, parse_args
 
 
 def main() -> None:

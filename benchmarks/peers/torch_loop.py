@@ -16,7 +16,7 @@ import math
 import os
 import sys
 
-from _common import (  # noqa: E402
+from _common import (
     HIDDEN,
     LEARNING_RATE,
     MOMENTUM,

@@ -18,10 +18,10 @@ which stay the record of the run:
 ``deeprun`` runs (alone, in sweeps under every launcher) and ``deeprun-tune``'s trials log;
 ``deeprun-lr-finder``, which keeps no run, does not.
 
-Each option builds a :class:`RunLog` per run (``open``); ``deeprun.cli`` hands its ``epoch`` to training
+Each option builds a :class:`RunLog` per run (``open``); ``deeprun.commands.run`` hands its ``epoch`` to training
 as an epoch callback, its ``saver`` (when it needs the weights) as a per-epoch saver, and its ``finish``
 the run's summary. A logger only reads, on the host, what training already produces: runs with
-different loggers train the same and fuse (``deeprun.fusion``).
+different loggers train the same and fuse (``deeprun.sweeps.fusion``).
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from deeprun.activations import ActivationSpec
-from deeprun.initializers import INITIALIZERS, Initializer
-from deeprun.normalization import Normalization
 from deeprun.registry import ConfigError, Registry, require, require_positive
-from deeprun.regularizers import AlphaDropout, Dropout
+from deeprun.techniques.activations import ActivationSpec
+from deeprun.techniques.initializers import INITIALIZERS, Initializer
+from deeprun.techniques.normalization import Normalization
+from deeprun.techniques.regularizers import AlphaDropout, Dropout
 
-MODELS: Registry["ModelSpec"] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry("model")
 
 Head = Literal["softmax", "sigmoid"]
 
@@ -143,7 +143,7 @@ def _batch_norm(norm: nnx.BatchNorm, x: jax.Array, train: bool) -> jax.Array:
 class MLP(nnx.Module):
     """A multilayer perceptron on flattened inputs; ``__call__`` returns logits (in the compute dtype).
 
-    ``dtype`` is the compute dtype of the Dense layers (mixed precision, ``deeprun.precision``); None
+    ``dtype`` is the compute dtype of the Dense layers (mixed precision, ``deeprun.techniques.precision``); None
     computes in float32, the parameters' dtype."""
 
     def __init__(

@@ -136,25 +136,6 @@ def options_from_tokens(cls: type[T], tokens: Sequence[str]) -> T:
     return from_mapping(cls, values, "")
 
 
-def run_folder_command(program: str, usage: str, options_cls: type[T], action: Callable[[Any, T], Any],
-                       argv: Sequence[str] | None = None) -> Any:
-    """The front of the commands that work on a finished run (``deeprun-eval``, ``-prune``, ``-export``):
-    ``PROGRAM RUN_DIR key=value ...``. ``-h``/``--help`` prints ``usage``; bad input (a ConfigError) ends
-    with one ``PROGRAM: error:`` line and exit 2. Returns ``action(run_dir, options)``."""
-    import sys
-    from pathlib import Path
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(usage)
-        sys.exit(0 if args else 2)
-    try:
-        return action(Path(args[0]), options_from_tokens(options_cls, args[1:]))
-    except ConfigError as error:
-        print(f"{program}: error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 def numeric_pytree(data: Sequence[str], meta: Sequence[str] = ()) -> Callable[[type[T]], type[T]]:
     """Register a validated dataclass as a JAX pytree: ``data`` fields are leaves (so the numbers of
     several runs can be stacked and vmapped), ``meta`` fields are static structure.

@@ -8,30 +8,26 @@ the field, raised before any data is loaded or anything is compiled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from deeprun.activations import ACTIVATIONS, ActivationSpec
 from deeprun.data import DATASETS
-from deeprun.initializers import INITIALIZERS, Initializer
 from deeprun.loggers import LOGGERS
 from deeprun.models import MODELS, ModelSpec
-from deeprun.normalization import NORMALIZATIONS, Normalization
-from deeprun.optimizers import OPTIMIZERS, OptimizerSpec
-from deeprun.precision import LossScaling, Precision
-from deeprun.registry import ConfigError, from_mapping, require, require_non_negative, require_positive
-from deeprun.regularizers import Regularization, build_regularization
-from deeprun.schedules import SCHEDULES
+from deeprun.monitor import Monitor
+from deeprun.registry import ConfigError, Registry, from_mapping, require, require_non_negative, require_positive
+from deeprun.techniques.activations import ACTIVATIONS, ActivationSpec
+from deeprun.techniques.initializers import INITIALIZERS, Initializer
+from deeprun.techniques.normalization import NORMALIZATIONS, Normalization
+from deeprun.techniques.optimizers import OPTIMIZERS, OptimizerSpec
+from deeprun.techniques.precision import LossScaling, Precision
+from deeprun.techniques.regularizers import REGULARIZERS, Regularization, build_regularization
+from deeprun.techniques.schedules import SCHEDULES
 
-Monitor = Literal["val/loss", "val/accuracy", "train/loss", "train/accuracy"]
-
-
-def monitor_mode(monitor: str, mode: str) -> Literal["min", "max"]:
-    """Keras's ``mode="auto"``: maximize accuracies, minimize losses."""
-    if mode != "auto":
-        return mode  # type: ignore[return-value]
-    return "max" if monitor.endswith("accuracy") else "min"
+#: The packaged configs: ``config.yaml`` (the defaults list) and one folder per group.
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass(frozen=True)
@@ -124,32 +120,59 @@ class Settings:
     logger: Any = field(default_factory=lambda: LOGGERS.default("none"))  # host-side only: see deeprun.loggers
 
 
-_GROUPS = ("data", "model", "initializer", "activation", "normalization", "regularizer", "optimizer",
-           "schedule", "trainer", "logger")
-_OPTIONAL_GROUPS = ("regularizer", "logger")  # a config without them (an older run's) means none
+@dataclass(frozen=True)
+class Group:
+    """A config group: its key in the composed config, the :class:`Settings` field it becomes, the
+    registry of its options (None: ``trainer``, a single schema) and how its entry is validated.
+    ``absent``: what a config without the group (an older run's) means; None: the group is required."""
+
+    key: str
+    field: str
+    registry: Registry | None
+    build: Callable[[Any], Any]
+    absent: Mapping[str, Any] | None = None
+
+
+#: The one table of config groups, in the order of ``conf/config.yaml``'s defaults list.
+GROUPS = (
+    Group("data", "data", DATASETS, DATASETS.build),
+    Group("model", "model", MODELS, MODELS.build),
+    Group("initializer", "initializer", INITIALIZERS, INITIALIZERS.build),
+    Group("activation", "activation", ACTIVATIONS, ACTIVATIONS.build),
+    Group("normalization", "normalization", NORMALIZATIONS, NORMALIZATIONS.build),
+    # A list of options at once ({name: fields}), merged into one Regularization.
+    Group("regularizer", "regularization", REGULARIZERS, build_regularization, absent={}),
+    Group("optimizer", "optimizer", OPTIMIZERS, OPTIMIZERS.build),
+    Group("schedule", "schedule", SCHEDULES, SCHEDULES.build),
+    Group("trainer", "trainer", None, lambda entry: from_mapping(TrainerSettings, entry, "trainer")),
+    Group("logger", "logger", LOGGERS, LOGGERS.build, absent={"name": "none"}),
+)
+GROUP_KEYS = tuple(group.key for group in GROUPS)
+#: Top-level keys of a composed config that are not groups.
+TOP_LEVEL_FIELDS = ("name",)
+
+
+def config_groups() -> dict[str, str | None]:
+    """Every config group of ``conf/config.yaml``'s defaults list (Hydra's own excluded: :data:`GROUPS`
+    plus ``preset`` and ``experiment``) and the option it selects."""
+    from omegaconf import OmegaConf
+
+    entries = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "config.yaml"))["defaults"]
+    return {group: option for entry in entries if isinstance(entry, dict)
+            for group, option in entry.items() if not group.startswith("override ")}
 
 
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
     """Validate a composed config (a plain mapping) into :class:`Settings`."""
-    unknown = sorted(set(config) - set(_GROUPS) - {"name"})
+    unknown = sorted(set(config) - set(GROUP_KEYS) - set(TOP_LEVEL_FIELDS))
     if unknown:
-        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid keys: {', '.join(_GROUPS)}, name")
-    missing = [group for group in _GROUPS if group not in config and group not in _OPTIONAL_GROUPS]
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid keys: "
+                          f"{', '.join((*GROUP_KEYS, *TOP_LEVEL_FIELDS))}")
+    missing = [group.key for group in GROUPS if group.key not in config and group.absent is None]
     if missing:
         raise ConfigError(f"missing config group {missing[0]!r}")
-    settings = Settings(
-        data=DATASETS.build(config["data"]),
-        model=MODELS.build(config["model"]),
-        initializer=INITIALIZERS.build(config["initializer"]),
-        activation=ACTIVATIONS.build(config["activation"]),
-        normalization=NORMALIZATIONS.build(config["normalization"]),
-        regularization=build_regularization(config.get("regularizer")),
-        optimizer=OPTIMIZERS.build(config["optimizer"]),
-        schedule=SCHEDULES.build(config["schedule"]),
-        trainer=from_mapping(TrainerSettings, config["trainer"], "trainer"),
-        name=str(config.get("name", "run")),
-        logger=LOGGERS.build(config.get("logger") or {"name": "none"}),
-    )
+    values = {group.field: group.build(config.get(group.key) or group.absent) for group in GROUPS}
+    settings = Settings(**values, name=str(config.get("name", "run")))
     _check_combinations(settings)
     return settings
 
@@ -180,7 +203,7 @@ def _check_combinations(settings: Settings) -> None:
 
 def advisories(settings: Settings) -> list[str]:
     """Valid but doubtful combinations, printed as warnings before training (the chapter's advice)."""
-    from deeprun.regularizers import AlphaDropout
+    from deeprun.techniques.regularizers import AlphaDropout
 
     notes = []
     if isinstance(settings.regularization.dropout, AlphaDropout) and settings.normalization.placement != "none":

@@ -3,14 +3,16 @@ numbers (seeds, learning rates, penalty factors, ...) together as one vmapped pr
 
 Every job still gets its own folder (``.hydra/``, metrics, summary, checkpoint, plots), made by Hydra's
 ``run_job`` exactly as the basic launcher makes it. Jobs are validated first (a bad job fails alone),
-then grouped by :func:`deeprun.fusion.group_runs` and trained group by group.
+then grouped by :func:`deeprun.sweeps.fusion.group_runs` and trained group by group.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -33,8 +35,8 @@ class FusedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from deeprun.cli import prepare
-        from deeprun.fusion import group_runs
+        from deeprun.commands.run import prepare
+        from deeprun.sweeps.fusion import group_runs
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -61,16 +63,19 @@ class FusedLauncher(Launcher):
         valid = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
         for ret in returns:
             if ret.status == JobStatus.FAILED:  # invalid job: recorded in its folder, the others still run
-                print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {ret._return_value}")
-                _record_failure(ret, Path(ret.hydra_cfg.hydra.runtime.output_dir), str(ret.cfg.get("name", "")),
-                                ret._return_value)
+                try:
+                    _ = ret.return_value  # a failed job's return_value raises its error
+                except Exception as error:
+                    print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {error}", file=sys.stderr)
+                    _record_failure(ret, Path(ret.hydra_cfg.hydra.runtime.output_dir),
+                                    str(ret.cfg.get("name", "")), error)
         for group in group_runs([ret.return_value.config for ret in valid], max_members):
             self._train([valid[i] for i in group])
         return returns
 
     def _train(self, group: list[JobReturn]) -> None:
         """Train one group; each job's return value becomes its summary (a failed one's, if it fails)."""
-        from deeprun.cli import train_and_record
+        from deeprun.commands.run import train_and_record
 
         runs = [ret.return_value for ret in group]
         try:
@@ -88,9 +93,9 @@ def _record_failure(ret: JobReturn, run_dir: Path, name: str, error: BaseExcepti
     """Write a failed job's ``summary.json`` (status failed, the error) and make that summary its result.
 
     Hydra is told the job completed: its sweeper stops at the first FAILED job, before the sweep's end
-    callbacks, and :class:`deeprun.callbacks.SweepSummary` must still list every job (it then sets the
+    callbacks, and :class:`deeprun.sweeps.callbacks.SweepSummary` must still list every job (it then sets the
     sweep's exit status from the jobs' folders), as under the joblib and submitit launchers.
     """
-    from deeprun.runs import write_failure
+    from deeprun.runs.folder import write_failure
 
     ret.status, ret.return_value = JobStatus.COMPLETED, write_failure(run_dir, name, error)

@@ -1,0 +1,67 @@
+"""``deeprun-report``: (re)write a folder's sweep summary and figures, and REPORT.md against the book."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deeprun.exit_codes import ExitCode
+from deeprun.reports.sweep import CURVES_PNG, FINAL_PNG, SUMMARY_CSV, SUMMARY_MD, write_sweep_summary
+from deeprun.runs.records import collect_runs
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deeprun-report",
+        description="Summarize folders of deeprun runs (a sweep folder, or any folder of run folders): "
+        f"writes {SUMMARY_CSV}, {SUMMARY_MD}, {CURVES_PNG} and {FINAL_PNG} into each DIR and prints the table.",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", type=Path, help="folder of run folders")
+    parser.add_argument("--no-figures", action="store_true", help="write only the CSV and Markdown tables")
+    parser.add_argument("--book", metavar="EXPERIMENT", help="also write REPORT.md comparing with the book's "
+                        "numbers for this chapter-11 experiment (see deeprun.reports.book.EXPERIMENTS)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from deeprun.reports.book import EXPERIMENTS
+
+    if args.book is not None and args.book not in EXPERIMENTS:
+        print(f"deeprun-report: error: unknown experiment {args.book!r}; valid: {', '.join(EXPERIMENTS)}",
+              file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    for folder in args.dirs:
+        if not folder.is_dir():
+            print(f"deeprun-report: error: {folder} is not a directory", file=sys.stderr)
+            return ExitCode.BAD_INPUT
+        if not collect_runs(folder):
+            print(f"deeprun-report: error: no runs in {folder} (no folder with summary.json or .hydra/)",
+                  file=sys.stderr)
+            return ExitCode.BAD_INPUT
+    for index, folder in enumerate(args.dirs):
+        csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures)
+        if index:
+            print()
+        print(md_path.read_text(), end="")
+        written = [csv_path, md_path]
+        if not args.no_figures:
+            written += [folder / CURVES_PNG, folder / FINAL_PNG]
+        if args.book is not None:
+            from deeprun.reports.book import write_book_report
+
+            report = write_book_report(args.book, folder)
+            print("\n" + report.read_text(), end="")
+            written.append(report)
+        print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
