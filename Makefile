@@ -8,7 +8,7 @@ ARGS   ?=
 FMNIST := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-bench data run tune test test-slow test-all bench clean
+.PHONY: help install install-bench data run tune lint test test-slow test-all bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,12 @@ run: install ## Train the default configuration (pass overrides with ARGS="optim
 tune: install ## Optuna search (ARGS="tune/space=learning_rate tune.n_trials=30"; tune.dir=<folder> resumes)
 	$(BIN)/deeprun-tune $(ARGS)
 
-test: install ## Run the test suite (everything not marked slow)
+lint: $(STAMP) ## ruff (lint + format check) over src, tests, benchmarks; mypy over src/deeprun
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: install lint ## make lint, then the test suite (everything not marked slow)
 	$(BIN)/pytest -q -n auto
 
 test-slow: install ## Run only the slow tests (real-data and longer runs)

@@ -90,7 +90,9 @@ IMPLEMENTATIONS = {
             "peer",
             (str(PEERS / "keras_jax.py"), "--steps-per-execution", "100"),
         ),
-        Implementation("torch", "PyTorch loop (GPU when CUDA is available, else CPU)", "peer", (str(PEERS / "torch_loop.py"),)),
+        Implementation(
+            "torch", "PyTorch loop (GPU when CUDA is available, else CPU)", "peer", (str(PEERS / "torch_loop.py"),)
+        ),
     )
 }
 
@@ -149,8 +151,10 @@ def last_json_line(text: str) -> dict[str, Any] | None:
 def deeprun_has_compilation_cache() -> bool:
     """Whether this deeprun has the ``trainer.compilation_cache`` option (an unknown key would fail the run)."""
     with contextlib.suppress(OSError):
-        return any(line.startswith("compilation_cache:")
-                   for line in (ROOT / "conf" / "trainer" / "default.yaml").read_text().splitlines())
+        return any(
+            line.startswith("compilation_cache:")
+            for line in (ROOT / "conf" / "trainer" / "default.yaml").read_text().splitlines()
+        )
     return False
 
 
@@ -262,8 +266,12 @@ def run_matmul(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     proc = run_process(argv, args.timeout, dict(os.environ))
     result = last_json_line(proc["stdout"]) if proc["returncode"] == 0 else None
     if result is None:
-        return {"backend": backend, "ok": False, "error": f"exit code {proc['returncode']}",
-                "stderr_tail": tail(proc["stderr"])}
+        return {
+            "backend": backend,
+            "ok": False,
+            "error": f"exit code {proc['returncode']}",
+            "stderr_tail": tail(proc["stderr"]),
+        }
     return {"ok": True, "wall_s": proc["wall_s"], **result}
 
 
@@ -387,11 +395,15 @@ def aggregate(runs: list[dict], matmul_runs: list[dict], args: argparse.Namespac
                     ],
                 }
             )
-        base = next((r for key in ("deeprun", "deeprun_cached") for r in rows
-                     if r["implementation"] == key and r["ok"]), None)
+        base = next(
+            (r for key in ("deeprun", "deeprun_cached") for r in rows if r["implementation"] == key and r["ok"]), None
+        )
         for row in rows:
-            for field, ratio in (("steady_epoch_s", "speed_ratio"), ("first_epoch_s", "first_epoch_ratio"),
-                                 ("cold_process_s", "cold_process_ratio")):
+            for field, ratio in (
+                ("steady_epoch_s", "speed_ratio"),
+                ("first_epoch_s", "first_epoch_ratio"),
+                ("cold_process_s", "cold_process_ratio"),
+            ):
                 row[ratio] = row[field] / base[field] if base and row[field] and base[field] else None
         tables[str(bs)] = rows
     return {
@@ -428,7 +440,8 @@ def markdown(report: dict[str, Any]) -> str:
             else "float32 matmul peak: not measured. "
         )
         + f"{settings['epochs']} epochs per timed run (steady = median of epochs "
-        + (f"2–{settings['epochs']}" if settings["epochs"] > 2 else "2") + "),"
+        + (f"2–{settings['epochs']}" if settings["epochs"] > 2 else "2")
+        + "),"
         f" {settings['repeats']} repeat(s), implementations alternated;"
         f" load average {report['loadavg_start'][0]:.2f} at start, {report['loadavg_end'][0]:.2f} at end.",
     ]
@@ -443,8 +456,11 @@ def markdown(report: dict[str, Any]) -> str:
             + (", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in sorted(shapes.items())) or "–"),
             "",
             "| implementation | steady s/epoch | first epoch s | "
-            + (f"cold {settings['cold_epochs']}-epoch process s" if settings["cold_epochs"]
-               else "cold process (skipped)")
+            + (
+                f"cold {settings['cold_epochs']}-epoch process s"
+                if settings["cold_epochs"]
+                else "cold process (skipped)"
+            )
             + " | peak RSS MiB | GFLOP/s | % of matmul peak "
             "| speed ratio vs deeprun | final val acc |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -487,9 +503,12 @@ def markdown(report: dict[str, Any]) -> str:
         " Speed ratio = this row's steady s/epoch / deeprun's: above 1× deeprun is faster.",
     ]
     failures = [
-        (f"**{row['label']}**, batch size {bs}, {error['role']} run"
-         + (f", repeat {error['repeat'] + 1}" if error["repeat"] >= 0 else "") + f": {error['error']}",
-         error["stderr_tail"])
+        (
+            f"**{row['label']}**, batch size {bs}, {error['role']} run"
+            + (f", repeat {error['repeat'] + 1}" if error["repeat"] >= 0 else "")
+            + f": {error['error']}",
+            error["stderr_tail"],
+        )
         for bs, rows in summary["tables"].items()
         for row in rows
         for error in row["errors"]
@@ -518,19 +537,25 @@ def default_implementations() -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="epochs per timed run; steady = median of epochs 2..N (default 4)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="timed and cold runs per implementation and batch size (median taken)")
-    parser.add_argument("--cold-epochs", type=int, default=3,
-                        help="epochs of the cold whole-process run (0 skips the cold runs)")
-    parser.add_argument("--only", default=",".join(default_implementations()),
-                        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results",
-                        help="folder for latest.json and latest.md")
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="epochs per timed run; steady = median of epochs 2..N (default 4)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="timed and cold runs per implementation and batch size (median taken)"
+    )
+    parser.add_argument(
+        "--cold-epochs", type=int, default=3, help="epochs of the cold whole-process run (0 skips the cold runs)"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(default_implementations()),
+        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}",
+    )
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="folder for latest.json and latest.md")
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the square matmul peak")
     parser.add_argument("--no-matmul", action="store_true", help="skip the matmul measurements")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a process is killed")
@@ -628,7 +653,7 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
     total = args.repeats * len(args.batch_sizes) * len(roles) * len(args.only)
     done = 0
     for repeat in range(args.repeats):
-        order = args.only[repeat % len(args.only):] + args.only[: repeat % len(args.only)]
+        order = args.only[repeat % len(args.only) :] + args.only[: repeat % len(args.only)]
         for bs in args.batch_sizes:
             for role, epochs in roles:
                 for key in order:
@@ -638,9 +663,11 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
                     record.update(role=role, repeat=repeat, loadavg=list(os.getloadavg()))
                     runs.append(record)
                     if record["ok"]:
-                        log(f"  steady {fmt(steady_of(record), '.3f')} s/epoch, first {record['first_epoch_s']:.2f} s,"
+                        log(
+                            f"  steady {fmt(steady_of(record), '.3f')} s/epoch, first {record['first_epoch_s']:.2f} s,"
                             f" process {record['wall_s']:.1f} s, {record['peak_rss_mib']:,.0f} MiB,"
-                            f" val acc {record['val_accuracy']:.4f}")
+                            f" val acc {record['val_accuracy']:.4f}"
+                        )
                     else:
                         log(f"  FAILED: {record['error']}\n{record['stderr_tail']}")
                     save(partial=True)

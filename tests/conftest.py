@@ -15,8 +15,7 @@ from omegaconf import OmegaConf
 from deeprun.settings import CONFIG_DIR, Settings, settings_from_config
 
 # Small and quick: the synthetic dataset, one small hidden layer, no files.
-FAST = ("data=synthetic", "model.hidden=[32]", "trainer.epochs=1", "trainer.checkpoint=false",
-        "trainer.plots=false")
+FAST = ("data=synthetic", "model.hidden=[32]", "trainer.epochs=1", "trainer.checkpoint=false", "trainer.plots=false")
 
 
 def compose_dict(overrides: Sequence[str] = ()) -> dict:

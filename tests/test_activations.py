@@ -49,10 +49,18 @@ def test_selu_constants():
     from math import e, erfc, exp, pi, sqrt
 
     alpha0 = -sqrt(2 / pi) / (erfc(1 / sqrt(2)) * exp(1 / 2) - 1)
-    scale0 = (1 - erfc(1 / sqrt(2)) * sqrt(e)) * sqrt(2 * pi) * (
-        2 * erfc(sqrt(2)) * e**2 + pi * erfc(1 / sqrt(2)) ** 2 * e - 2 * (2 + pi) * erfc(1 / sqrt(2)) * sqrt(e)
-        + pi + 2
-    ) ** (-1 / 2)
+    scale0 = (
+        (1 - erfc(1 / sqrt(2)) * sqrt(e))
+        * sqrt(2 * pi)
+        * (
+            2 * erfc(sqrt(2)) * e**2
+            + pi * erfc(1 / sqrt(2)) ** 2 * e
+            - 2 * (2 + pi) * erfc(1 / sqrt(2)) * sqrt(e)
+            + pi
+            + 2
+        )
+        ** (-1 / 2)
+    )
     assert pytest.approx(alpha0, rel=1e-12) == SELU_ALPHA
     assert pytest.approx(scale0, rel=1e-12) == SELU_SCALE
 
@@ -69,8 +77,7 @@ def test_gelu_minimum_and_swish_beta():
     assert float(gelu.min()) == pytest.approx(-0.17, abs=0.01)
     assert float(z[jnp.argmin(gelu)]) == pytest.approx(-0.75, abs=0.02)
     swish = ACTIVATIONS.build({"name": "swish", "beta": 1.702})
-    np.testing.assert_allclose(swish.fn(z), ACTIVATIONS.build({"name": "gelu", "approximate": False}).fn(z),
-                               atol=0.03)
+    np.testing.assert_allclose(swish.fn(z), ACTIVATIONS.build({"name": "gelu", "approximate": False}).fn(z), atol=0.03)
 
 
 def test_rrelu_random_slopes_in_training_mean_slope_at_inference():

@@ -76,9 +76,12 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def test_every_import_points_down_the_layers():
-    upward = [f"{module} (layer {layer(module)}) imports {target} (layer {layer(target)})"
-              for module, targets in import_graph().items() for target in sorted(targets)
-              if layer(target) > layer(module)]
+    upward = [
+        f"{module} (layer {layer(module)}) imports {target} (layer {layer(target)})"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if layer(target) > layer(module)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -93,7 +96,7 @@ def test_no_import_cycles():
         state[module] = 1
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(target):], target]))
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
             elif target not in state:
                 visit(target, [*stack, target])
         state[module] = 2
@@ -109,12 +112,19 @@ def test_modules_stay_small():
     assert not large, large
 
 
-@pytest.mark.parametrize("group", ["initializer", "activation", "normalization", "regularizer", "optimizer",
-                                   "schedule"])
+@pytest.mark.parametrize(
+    "group", ["initializer", "activation", "normalization", "regularizer", "optimizer", "schedule"]
+)
 def test_each_technique_group_has_its_module(group):
     conf = PACKAGE / "conf" / group
-    module = {"activation": "activations", "initializer": "initializers", "regularizer": "regularizers",
-              "optimizer": "optimizers", "schedule": "schedules", "normalization": "normalization"}[group]
+    module = {
+        "activation": "activations",
+        "initializer": "initializers",
+        "regularizer": "regularizers",
+        "optimizer": "optimizers",
+        "schedule": "schedules",
+        "normalization": "normalization",
+    }[group]
     assert conf.is_dir() and (PACKAGE / "techniques" / f"{module}.py").is_file()
 
 
@@ -123,15 +133,23 @@ def test_training_knows_nothing_of_hydra_files_or_the_console():
     offenders = []
     for path in sorted((PACKAGE / "training").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden or n in forbidden]
     assert not offenders, offenders
 
 
 def test_only_commands_know_hydras_job_context():
-    offenders = [str(path.relative_to(SRC)) for path in sorted(PACKAGE.rglob("*.py"))
-                 if "HydraConfig" in path.read_text() and path.parent.name != "commands"]
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "HydraConfig" in path.read_text() and path.parent.name != "commands"
+    ]
     assert not offenders, offenders
 
 

@@ -17,8 +17,9 @@ SYNTHETIC = ("data=synthetic", "model.hidden=[16]", "trainer.epochs=1", "trainer
 
 
 def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,14 @@ def folders(tmp_path_factory) -> dict[str, Path]:
             broken.write_bytes(broken.read_bytes()[:-100])
         else:
             broken.write_bytes(b"\x1f\x8b this is not a gzip stream")
-    return {"root": root, "finished": finished, "empty": root / "empty", "file": root / "a_file",
-            "truncated": root / "truncated", "corrupt_gz": root / "corrupt_gz"}
+    return {
+        "root": root,
+        "finished": finished,
+        "empty": root / "empty",
+        "file": root / "a_file",
+        "truncated": root / "truncated",
+        "corrupt_gz": root / "corrupt_gz",
+    }
 
 
 # (arguments, expected fragment of the error line); {name} is one of the ``folders``.
@@ -75,21 +82,33 @@ CASES = [
     (("trainer.early_stopping.monitor=val/f1",), "trainer.early_stopping.monitor must be one of"),
     (("trainer.devices=4",), "trainer.devices: 4 requested, but 1 cpu device(s) are visible"),
     # conflicting settings
-    (("optimizer=adamw", "optimizer.weight_decay=0.01", "regularizer=l2"),
-     "regularizer: l2 together with adamw's weight_decay penalizes the weights twice"),
+    (
+        ("optimizer=adamw", "optimizer.weight_decay=0.01", "regularizer=l2"),
+        "regularizer: l2 together with adamw's weight_decay penalizes the weights twice",
+    ),
     (("regularizer=[dropout,alpha_dropout]",), "regularizer: alpha_dropout and dropout conflict"),
-    (("optimizer=adagrad", "schedule=1cycle", "schedule.cycle_momentum=true"), "schedule.cycle_momentum needs an optimizer with momentum"),
-    (("trainer.phases=[{epochs: 1, freeze: reused}]", "trainer.epochs=1"), "trainer.phases.freeze reused needs model.init_from"),
+    (
+        ("optimizer=adagrad", "schedule=1cycle", "schedule.cycle_momentum=true"),
+        "schedule.cycle_momentum needs an optimizer with momentum",
+    ),
+    (
+        ("trainer.phases=[{epochs: 1, freeze: reused}]", "trainer.epochs=1"),
+        "trainer.phases.freeze reused needs model.init_from",
+    ),
     # model.init_from
     (("model.init_from={root}/nowhere",), "model.init_from must be an existing run folder"),
     (("model.init_from={empty}",), "model.init_from has no checkpoint/"),
     (("model.init_from={finished}", "model.hidden=[32]"), "model.init_from: blocks/0/dense/"),
     # the dataset
-    (("data=fashion_mnist", "data.root={empty}", "data.download=false"),
-     "has no train-images-idx3-ubyte.gz (looked in"),
+    (
+        ("data=fashion_mnist", "data.root={empty}", "data.download=false"),
+        "has no train-images-idx3-ubyte.gz (looked in",
+    ),
     (("data=fashion_mnist", "data.root={truncated}", "data.download=false", "data.cache=false"), "truncated"),
-    (("data=fashion_mnist", "data.root={corrupt_gz}", "data.download=false", "data.cache=false"),
-     "is corrupt or unreadable"),
+    (
+        ("data=fashion_mnist", "data.root={corrupt_gz}", "data.download=false", "data.cache=false"),
+        "is corrupt or unreadable",
+    ),
     # output folders
     (("hydra.run.dir={file}/run",), "cannot create the output folder: [Errno 20] Not a directory"),
     (("hydra.run.dir={finished}",), "already holds a run (summary.json)"),
@@ -128,7 +147,8 @@ def test_at_least_25_cases():
 
 
 def test_alpha_dropout_with_batch_norm_is_allowed_but_warned(tmp_path):
-    result = deeprun(*SYNTHETIC, "regularizer=alpha_dropout", "normalization=batchnorm", "trainer.checkpoint=false",
-                     cwd=tmp_path)
+    result = deeprun(
+        *SYNTHETIC, "regularizer=alpha_dropout", "normalization=batchnorm", "trainer.checkpoint=false", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "deeprun: warning: alpha dropout with batch norm" in result.stderr

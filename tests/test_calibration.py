@@ -32,13 +32,15 @@ def test_confident_and_always_wrong_has_ece_one():
 
 
 def test_hand_computed_two_bin_example():
-    probs = np.array([
-        [0.40, 0.30, 0.30],  # label 0: right, confidence 0.40 -> bin (0, 0.5]
-        [0.20, 0.45, 0.35],  # label 2: wrong, 0.45 -> bin (0, 0.5]
-        [0.90, 0.05, 0.05],  # label 0: right, 0.90 -> bin (0.5, 1]
-        [0.10, 0.80, 0.10],  # label 1: right, 0.80 -> bin (0.5, 1]
-        [0.10, 0.20, 0.70],  # label 0: wrong, 0.70 -> bin (0.5, 1]
-    ])
+    probs = np.array(
+        [
+            [0.40, 0.30, 0.30],  # label 0: right, confidence 0.40 -> bin (0, 0.5]
+            [0.20, 0.45, 0.35],  # label 2: wrong, 0.45 -> bin (0, 0.5]
+            [0.90, 0.05, 0.05],  # label 0: right, 0.90 -> bin (0.5, 1]
+            [0.10, 0.80, 0.10],  # label 1: right, 0.80 -> bin (0.5, 1]
+            [0.10, 0.20, 0.70],  # label 0: wrong, 0.70 -> bin (0.5, 1]
+        ]
+    )
     labels = np.array([0, 2, 0, 1, 0])
     bins = reliability_bins(probs, labels, 2)
     np.testing.assert_allclose(bins.edges, [0, 0.5, 1])
@@ -47,8 +49,13 @@ def test_hand_computed_two_bin_example():
     np.testing.assert_allclose(bins.confidence, [0.425, 0.8])
     # 2/5 * |0.5 - 0.425| + 3/5 * |2/3 - 0.8| = 0.03 + 0.08
     assert expected_calibration_error(probs, labels, 2) == pytest.approx(0.11)
-    assert bins.rows()[1] == {"low": 0.5, "high": 1.0, "count": 3, "accuracy": pytest.approx(2 / 3),
-                              "confidence": pytest.approx(0.8)}
+    assert bins.rows()[1] == {
+        "low": 0.5,
+        "high": 1.0,
+        "count": 3,
+        "accuracy": pytest.approx(2 / 3),
+        "confidence": pytest.approx(0.8),
+    }
 
 
 def test_bins_are_closed_on_the_right_and_empty_bins_do_not_count():

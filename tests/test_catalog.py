@@ -43,8 +43,13 @@ def test_values_are_the_yaml_defaults(group):
 
 
 def test_groups_and_defaults_come_from_the_primary_config():
-    selected = {group: option for entry in OmegaConf.load(CONF / "config.yaml").defaults
-                if not isinstance(entry, str) for group, option in entry.items() if not group.startswith("override")}
+    selected = {
+        group: option
+        for entry in OmegaConf.load(CONF / "config.yaml").defaults
+        if not isinstance(entry, str)
+        for group, option in entry.items()
+        if not group.startswith("override")
+    }
     listing = catalog()
     assert list(listing) == list(selected)
     for group, options in listing.items():
@@ -67,8 +72,9 @@ def test_unknown_group_is_an_error_naming_the_valid_ones():
 
 def run(*args):
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "deeprun.commands.catalog", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "deeprun.commands.catalog", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_deeprun_list_prints_every_group_and_option():

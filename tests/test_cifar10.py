@@ -265,8 +265,16 @@ def test_missing_everywhere_without_download_says_how_to_get_the_data(isolated: 
         cifar().load()
     message = str(err.value)
     assert isinstance(err.value, ConfigError) and "\n" not in message
-    for way in ("data.root=", "DEEPRUN_DATA=", str(cifar10_cache_dir()), "data.download=true",
-                CIFAR10_URL, "data_batch_1.bin", "test_batch.bin", "CIFAR-10 not found"):
+    for way in (
+        "data.root=",
+        "DEEPRUN_DATA=",
+        str(cifar10_cache_dir()),
+        "data.download=true",
+        CIFAR10_URL,
+        "data_batch_1.bin",
+        "test_batch.bin",
+        "CIFAR-10 not found",
+    ):
         assert way in message
 
 
@@ -291,8 +299,12 @@ def test_download_over_http_with_md5_check(
 def test_extraction_takes_only_the_expected_members(
     fake: FakeCifar, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hostile = {"../escape.bin": b"x", "cifar-10-batches-bin/../../escape.bin": b"x",
-               f"{isolated}/escape.bin": b"x", "cifar-10-batches-bin/other.bin": b"x"}
+    hostile = {
+        "../escape.bin": b"x",
+        "cifar-10-batches-bin/../../escape.bin": b"x",
+        f"{isolated}/escape.bin": b"x",
+        "cifar-10-batches-bin/other.bin": b"x",
+    }
     archive = isolated / "served" / "c10.tar.gz"
     monkeypatch.setattr(cifar10, "CIFAR10_MD5", fake.archive(archive, extra=hostile))
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", archive.as_uri())
@@ -330,9 +342,7 @@ def test_a_cached_archive_is_checked_and_extracted_without_downloading(
         cifar(download=True).load()
 
 
-def test_archive_missing_a_member_is_an_error(
-    fake: FakeCifar, isolated: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_archive_missing_a_member_is_an_error(fake: FakeCifar, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = isolated / "served" / "c10.tar.gz"
     monkeypatch.setattr(cifar10, "CIFAR10_MD5", fake.archive(archive, drop="data_batch_2.bin"))
     monkeypatch.setenv("DEEPRUN_CIFAR10_URL", archive.as_uri())

@@ -17,8 +17,14 @@ FAST = ["data=synthetic", "model.hidden=[32]"]
 
 def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "deeprun.commands.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def only_child(path: Path) -> Path:
@@ -33,8 +39,14 @@ def test_single_run_writes_every_file(tmp_path):
     run_dir = only_child(tmp_path / "outputs" / "runs" / "smoke")
     assert f"run folder: {run_dir}" in result.stdout.replace("\n", "")
     assert "epoch   2/2" in result.stdout
-    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "metrics.csv", "summary.json",
-                 "learning_curves.png"):
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "learning_curves.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "checkpoint").is_dir()
 
@@ -47,8 +59,17 @@ def test_single_run_writes_every_file(tmp_path):
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
-    for key in ("best_epoch", "final", "best", "test", "params", "compile_time_s", "steady_epoch_time_s",
-                "versions", "device"):
+    for key in (
+        "best_epoch",
+        "final",
+        "best",
+        "test",
+        "params",
+        "compile_time_s",
+        "steady_epoch_time_s",
+        "versions",
+        "device",
+    ):
         assert key in summary, key
     assert summary["final"]["val/accuracy"] == lines[1]["val/accuracy"]
     assert set(summary["test"]) == {"loss", "accuracy"}
@@ -57,8 +78,17 @@ def test_single_run_writes_every_file(tmp_path):
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
     for name in ("a", "b"):
-        assert deeprun(*FAST, "trainer.epochs=2", f"name={name}", "regularizer=dropout",
-                       "trainer.checkpoint=false", cwd=tmp_path).returncode == 0
+        assert (
+            deeprun(
+                *FAST,
+                "trainer.epochs=2",
+                f"name={name}",
+                "regularizer=dropout",
+                "trainer.checkpoint=false",
+                cwd=tmp_path,
+            ).returncode
+            == 0
+        )
 
     def metrics(name):
         lines = (only_child(tmp_path / "outputs/runs" / name) / "metrics.jsonl").read_text().splitlines()
@@ -96,11 +126,14 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be > 0 (got -1.0)"),
-    (["regularizer=dropout", "regularizer.dropout.rate=1.5"], "regularizer.dropout.rate must be in [0, 1)"),
-    (["trainer.batch_size=0"], "trainer.batch_size must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["optimizer.learning_rate=-1"], "optimizer.learning_rate must be > 0 (got -1.0)"),
+        (["regularizer=dropout", "regularizer.dropout.rate=1.5"], "regularizer.dropout.rate must be in [0, 1)"),
+        (["trainer.batch_size=0"], "trainer.batch_size must be > 0"),
+    ],
+)
 def test_invalid_value_exits_2_with_one_line_and_no_run_folder(tmp_path, args, message):
     result = deeprun(*FAST, *args, cwd=tmp_path)
     assert result.returncode == 2
@@ -113,8 +146,10 @@ def test_invalid_value_exits_2_with_one_line_and_no_run_folder(tmp_path, args, m
 def test_unknown_option_lists_the_valid_ones(tmp_path):
     result = deeprun("optimizer=adamm", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("deeprun: error: optimizer=adamm: no such option; valid: adagrad, adam, "
-                                     "adamax, adamw, momentum, nadam, nesterov, rmsprop, sgd")
+    assert result.stderr.strip() == (
+        "deeprun: error: optimizer=adamm: no such option; valid: adagrad, adam, "
+        "adamax, adamw, momentum, nadam, nesterov, rmsprop, sgd"
+    )
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
@@ -137,12 +172,20 @@ def test_nadam_1cycle_one_epoch_on_real_fashion_mnist(tmp_path):
 
 def test_second_identical_run_compiles_nothing(tmp_path):
     """The persistent compilation cache (under DEEPRUN_CACHE_DIR here) serves the second run."""
-    args = ["data=synthetic", "trainer.epochs=1", "model=deep_mlp", "model.depth=20", "model.width=64", "trainer.plots=false"]
+    args = [
+        "data=synthetic",
+        "trainer.epochs=1",
+        "model=deep_mlp",
+        "model.depth=20",
+        "model.width=64",
+        "trainer.plots=false",
+    ]
     times = []
     for name in ("first", "second"):
         assert deeprun(*args, f"name={name}", cwd=tmp_path).returncode == 0
-        times.append(json.loads((only_child(tmp_path / "outputs/runs" / name) / "summary.json").read_text())
-                     ["compile_time_s"])
+        times.append(
+            json.loads((only_child(tmp_path / "outputs/runs" / name) / "summary.json").read_text())["compile_time_s"]
+        )
     assert times[1] < 0.3 * times[0], times
     assert any((Path(os.environ["DEEPRUN_CACHE_DIR"]) / "jax").iterdir())
 
@@ -162,8 +205,9 @@ def test_checkpoint_restores_the_final_state(tmp_path, make_settings):
     assert int(loaded.state.step) == 32
     dataset = loaded.settings.data.load()
     trainer = Trainer(loaded.settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
-    test = trainer.evaluate(loaded.state, loaded.settings.regularization, dataset.scaling, dataset.pixels_test,
-                            dataset.y_test)
+    test = trainer.evaluate(
+        loaded.state, loaded.settings.regularization, dataset.scaling, dataset.pixels_test, dataset.y_test
+    )
     assert test["accuracy"] == summary["test"]["accuracy"]
     assert np.isclose(test["loss"], summary["test"]["loss"], rtol=1e-6)
     assert float(loaded.state.opt_state.hyperparams["learning_rate"]) > 0
@@ -178,8 +222,21 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint(tmp_path):
     import time
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "deeprun.commands.run", "data=synthetic", "data.n_train=20000", "model.hidden=[256,256]",
-         "trainer.epochs=200", "name=stop"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "deeprun.commands.run",
+            "data=synthetic",
+            "data.n_train=20000",
+            "model.hidden=[256,256]",
+            "trainer.epochs=200",
+            "name=stop",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     metrics = None
     while time.time() < deadline:

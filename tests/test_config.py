@@ -32,16 +32,28 @@ PRESETS = {  # preset: (initializer, activation, normalization, regularizer, opt
     "ed3_default": ("he_normal", "relu", "none", {}, "nesterov", "performance"),
     "ed3_self_normalizing": ("lecun_normal", "selu", "none", {}, "nesterov", "performance"),
     "ed2_early_release": ("lecun_normal", "selu", "none", {}, "nadam", "performance"),
-    "ed1_default": ("he_normal", "elu", "batchnorm", {"dropout": {"rate": 0.2, "placement": "all"}}, "adam",
-                    "constant"),
+    "ed1_default": (
+        "he_normal",
+        "elu",
+        "batchnorm",
+        {"dropout": {"rate": 0.2, "placement": "all"}},
+        "adam",
+        "constant",
+    ),
 }
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_set_the_six_groups(preset):
     cfg = compose_dict([f"preset={preset}"])
-    got = (cfg["initializer"]["name"], cfg["activation"]["name"], cfg["normalization"]["name"],
-           cfg["regularizer"], cfg["optimizer"]["name"], cfg["schedule"]["name"])
+    got = (
+        cfg["initializer"]["name"],
+        cfg["activation"]["name"],
+        cfg["normalization"]["name"],
+        cfg["regularizer"],
+        cfg["optimizer"]["name"],
+        cfg["schedule"]["name"],
+    )
     assert got == PRESETS[preset]
     assert cfg["name"] == preset
     assert (cfg["data"]["scaling"] == "standardize") == (cfg["activation"]["name"] == "selu")

@@ -34,7 +34,6 @@ CONF_DIR = CONFIG_DIR / "data"
 N_FULL, N_TEST, VAL_SIZE = 40, 10, 8
 
 
-
 def scale(x_train, x_val, x_test, scaling):
     """Every split scaled with the train split's statistics, as the notebooks do."""
     scaler = pixel_scaling(x_train, scaling)
@@ -208,9 +207,7 @@ def test_lookup_env_may_be_a_parent_with_a_fashion_mnist_folder(
     assert located_dir() == nested
 
 
-def test_lookup_never_mixes_files_from_two_directories(
-    isolated: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_lookup_never_mixes_files_from_two_directories(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     partial = touch_files(isolated / "env")
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
     system = touch_files(fashion_mnist.FASHION_MNIST_SYSTEM_DIR)
@@ -246,9 +243,7 @@ def test_missing_everywhere_without_download_says_how_to_get_the_data(isolated: 
         assert way in message
 
 
-def test_cache_dir_prefers_deeprun_cache_dir_then_xdg(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cache_dir_prefers_deeprun_cache_dir_then_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("DEEPRUN_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"
@@ -375,9 +370,7 @@ def test_split_validation_indices(validation: str, train_indices: range, val_ind
 @pytest.mark.parametrize("val_size", [0, 10])
 def test_split_validation_rejects_sizes_leaving_an_empty_split(val_size: int) -> None:
     with pytest.raises(ConfigError, match="data.val_size"):
-        split_validation(
-            np.zeros((10, 1)), np.zeros(10), val_size=val_size, validation="last", where="data.val_size"
-        )
+        split_validation(np.zeros((10, 1)), np.zeros(10), val_size=val_size, validation="last", where="data.val_size")
 
 
 @pytest.mark.parametrize("validation", ["last", "first"])

@@ -47,8 +47,9 @@ SCRIPT = textwrap.dedent("""
 def test_two_devices_match_one():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONPATH": root}
-    process = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                             timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
     assert process.returncode == 0, process.stderr
     results = json.loads(process.stdout)
     assert results["device_count"] == 2 and results["all-reduce"], "the batch is not split over the devices"

@@ -19,7 +19,6 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # The notebooks' own ``split_dataset`` functions, kept close to the original code as references.
 
 
-
 def select_task(x, y, task, edition):
     """Fashion-MNIST images and labels of a transfer-learning task (the book's ``split_dataset``)."""
     classes = task_classes(task, edition)

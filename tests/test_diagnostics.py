@@ -17,8 +17,15 @@ from deeprun.training.trainer import build_model
 
 pytestmark = pytest.mark.usefixtures("exact_float32")  # float64 NumPy references
 
-DEEP = ("model=deep_mlp", "model.depth=20", "model.width=32", "optimizer=sgd", "optimizer.learning_rate=0.001",
-        "schedule=constant", "trainer.diagnostics=true")
+DEEP = (
+    "model=deep_mlp",
+    "model.depth=20",
+    "model.width=32",
+    "optimizer=sgd",
+    "optimizer.learning_rate=0.001",
+    "schedule=constant",
+    "trainer.diagnostics=true",
+)
 
 
 def _column(record, name: str) -> np.ndarray:
@@ -29,8 +36,13 @@ def test_diagnostics_equal_an_eager_computation(make_settings):
     """One step per epoch (batch = the 512 training examples): the gradient norm is ‖∂L/∂W_l‖ at the
     initial weights on the whole training set; the statistics are those of the trained weights' tanh
     layers on the first 100 validation examples, recomputed here in NumPy (float64)."""
-    settings = make_settings("model.hidden=[16,8]", "activation=tanh", "trainer.batch_size=512",
-                             "trainer.diagnostics=true", "trainer.diagnostics_batch=100")
+    settings = make_settings(
+        "model.hidden=[16,8]",
+        "activation=tanh",
+        "trainer.batch_size=512",
+        "trainer.diagnostics=true",
+        "trainer.diagnostics_batch=100",
+    )
     dataset = settings.data.load()
     model = build_model(settings, dataset.n_features, dataset.n_classes)  # same seed: the initial weights
     initial = nnx.to_pure_dict(nnx.state(model, nnx.Param))
@@ -54,8 +66,12 @@ def test_diagnostics_equal_an_eager_computation(make_settings):
     for i, row in enumerate(rows):
         pre = h @ trained["blocks"][i]["dense"]["kernel"] + trained["blocks"][i]["dense"]["bias"]
         h = np.tanh(pre)
-        expected = {"pre_mean": pre.mean(), "pre_std": pre.std(axis=0).mean(),
-                    "act_mean": h.mean(), "act_std": h.std(axis=0).mean()}
+        expected = {
+            "pre_mean": pre.mean(),
+            "pre_std": pre.std(axis=0).mean(),
+            "act_mean": h.mean(),
+            "act_std": h.std(axis=0).mean(),
+        }
         for name, value in expected.items():
             assert row[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (i, name)
 
@@ -81,8 +97,7 @@ def test_diagnostics_off_adds_nothing(make_settings, tmp_path):
     assert [line["layers"] for line in lines] == [record["diagnostics"] for record in on.history]
     assert (on_path / "layer_stats.png").stat().st_size > 0
     for path in (on_path, off_path):
-        assert all(tuple(json.loads(line)) == METRIC_KEYS
-                   for line in (path / "metrics.jsonl").read_text().splitlines())
+        assert all(tuple(json.loads(line)) == METRIC_KEYS for line in (path / "metrics.jsonl").read_text().splitlines())
 
 
 def test_fused_runs_get_their_own_diagnostics(make_settings):
@@ -101,8 +116,10 @@ def test_fused_runs_get_their_own_diagnostics(make_settings):
 def test_selu_keeps_the_activation_scale_across_depth(make_settings):
     """20 SELU layers with LeCun init on standardized inputs: every layer's activation std stays near 1
     (SELU's fixed point is mean 0, variance 1), and the gradient reaches the first layer."""
-    result = fit(s := make_settings(*DEEP, "activation=selu", "initializer=lecun_normal",
-                                    "data.scaling=standardize"), s.data.load())
+    result = fit(
+        s := make_settings(*DEEP, "activation=selu", "initializer=lecun_normal", "data.scaling=standardize"),
+        s.data.load(),
+    )
     record = result.history[-1]
     std = _column(record, "act_std")
     assert len(std) == 20 and np.all((std > 0.6) & (std < 1.4)), std
@@ -131,12 +148,23 @@ def test_100_layers_selu_versus_relu():
     from conftest import compose_dict
     from deeprun.settings import settings_from_config
 
-    base = ("data=synthetic", "model=deep_mlp", "optimizer=sgd", "optimizer.learning_rate=0.001", "schedule=constant",
-            "trainer.epochs=1", "trainer.diagnostics=true", "trainer.checkpoint=false", "trainer.plots=false",
-            "data.scaling=standardize")
+    base = (
+        "data=synthetic",
+        "model=deep_mlp",
+        "optimizer=sgd",
+        "optimizer.learning_rate=0.001",
+        "schedule=constant",
+        "trainer.epochs=1",
+        "trainer.diagnostics=true",
+        "trainer.checkpoint=false",
+        "trainer.plots=false",
+        "data.scaling=standardize",
+    )
     stds = {}
-    for name, overrides in {"selu": ("activation=selu", "initializer=lecun_normal"),
-                            "relu": ("activation=relu", "initializer=he_normal")}.items():
+    for name, overrides in {
+        "selu": ("activation=selu", "initializer=lecun_normal"),
+        "relu": ("activation=relu", "initializer=he_normal"),
+    }.items():
         settings = settings_from_config(compose_dict([*base, *overrides]))
         stds[name] = _column(fit(settings, settings.data.load()).history[-1], "act_std")
     assert len(stds["selu"]) == 100

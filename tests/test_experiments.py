@@ -15,15 +15,21 @@ RUNS = {
     "ch11_batchnorm": [["normalization=batchnorm"], ["normalization=batchnorm_before"]],
     "ch11_optimizers": [["optimizer=nadam"], ["optimizer=adamw", "optimizer.weight_decay=0.01"]],
     "ch11_1cycle": [[]],
-    "ch11_regularization": [["regularizer=l2", "model.output_initializer=he_normal", "optimizer=sgd",
-                             "optimizer.learning_rate=0.02"], ["regularizer=dropout", "optimizer=momentum"],
-                            ["regularizer=max_norm", "optimizer=momentum"]],
-    "ch11_selu_vs_relu": [["initializer=lecun_normal", "activation=selu", "data.scaling=standardize",
-                           "model.depth=3"], ["initializer=he_normal", "activation=relu", "model.depth=3"]],
+    "ch11_regularization": [
+        ["regularizer=l2", "model.output_initializer=he_normal", "optimizer=sgd", "optimizer.learning_rate=0.02"],
+        ["regularizer=dropout", "optimizer=momentum"],
+        ["regularizer=max_norm", "optimizer=momentum"],
+    ],
+    "ch11_selu_vs_relu": [
+        ["initializer=lecun_normal", "activation=selu", "data.scaling=standardize", "model.depth=3"],
+        ["initializer=he_normal", "activation=relu", "model.depth=3"],
+    ],
     "ch11_transfer": [["data.n_classes=2", "model.head=sigmoid"]],
-    "ch11_schedules": [["optimizer=sgd", "schedule=exponential", "schedule.unit=epoch", "schedule.decay_steps=20"],
-                       ["optimizer=nadam", "schedule=piecewise", "schedule.values=[0.01,0.005,0.001]"],
-                       ["optimizer=sgd", "schedule=performance"]],
+    "ch11_schedules": [
+        ["optimizer=sgd", "schedule=exponential", "schedule.unit=epoch", "schedule.decay_steps=20"],
+        ["optimizer=nadam", "schedule=piecewise", "schedule.values=[0.01,0.005,0.001]"],
+        ["optimizer=sgd", "schedule=performance"],
+    ],
 }
 
 
@@ -31,11 +37,22 @@ def test_every_experiment_config_is_covered():
     assert sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")) == sorted(RUNS)
 
 
-@pytest.mark.parametrize("experiment,overrides", [(e, o) for e, runs in RUNS.items() for o in runs],
-                         ids=lambda v: v if isinstance(v, str) else " ".join(v))
+@pytest.mark.parametrize(
+    "experiment,overrides",
+    [(e, o) for e, runs in RUNS.items() for o in runs],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
 def test_experiment_trains_one_epoch_on_synthetic_data(experiment, overrides):
-    config = compose_dict([f"experiment={experiment}", "data=synthetic", *overrides, "trainer.epochs=1",
-                           "trainer.checkpoint=false", "trainer.plots=false"])
+    config = compose_dict(
+        [
+            f"experiment={experiment}",
+            "data=synthetic",
+            *overrides,
+            "trainer.epochs=1",
+            "trainer.checkpoint=false",
+            "trainer.plots=false",
+        ]
+    )
     settings = settings_from_config(config)
     assert settings.name == experiment
     result = fit(settings, settings.data.load())
@@ -48,8 +65,11 @@ def fake_run(folder: Path, job: str, overrides: list[str], final: dict, test: di
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     record = {"epoch": 2, "step": 2, "lr": 0.01, "epoch_time_s": 1.0, **final}
     (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-    (run / "summary.json").write_text(json.dumps({"status": "completed", "epochs_completed": 2, "final": final,
-                                                  "best": final, "best_epoch": 2, "test": test}))
+    (run / "summary.json").write_text(
+        json.dumps(
+            {"status": "completed", "epochs_completed": 2, "final": final, "best": final, "best_epoch": 2, "test": test}
+        )
+    )
 
 
 def test_report_compares_with_the_book_and_flags_what_is_out_of_tolerance(tmp_path):
@@ -68,8 +88,13 @@ def test_report_compares_with_the_book_and_flags_what_is_out_of_tolerance(tmp_pa
 
 
 def test_report_uses_test_metrics_and_counts_missing_runs(tmp_path):
-    fake_run(tmp_path, "0", ["regularizer=dropout"], {"train/loss": 0.39, "train/accuracy": 0.855,
-             "val/loss": 0.345, "val/accuracy": 0.873}, test={"loss": 0.3629, "accuracy": 0.87})
+    fake_run(
+        tmp_path,
+        "0",
+        ["regularizer=dropout"],
+        {"train/loss": 0.39, "train/accuracy": 0.855, "val/loss": 0.345, "val/accuracy": 0.873},
+        test={"loss": 0.3629, "accuracy": 0.87},
+    )
     rows = compare(EXPERIMENTS["regularization"], tmp_path)
     test_row = next(r for r in rows if r["metric"] == "test/accuracy")
     assert test_row["ours"] == 0.87 and test_row["within"]
@@ -80,8 +105,9 @@ def test_task_results_are_read_from_their_json_file(tmp_path):
     run = tmp_path / "finder"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model.hidden=[100,100,100]\n")
-    (run / "lr_finder.json").write_text(json.dumps({"epoch_loss": 1.80, "epoch_accuracy": 0.30,
-                                                   "suggested_max_rate": 0.12}))
+    (run / "lr_finder.json").write_text(
+        json.dumps({"epoch_loss": 1.80, "epoch_accuracy": 0.30, "suggested_max_rate": 0.12})
+    )
     rows = {r["metric"]: r for r in compare(EXPERIMENTS["lr-finder"], run)}
     assert rows["epoch_loss"]["within"] and rows["suggested_max_rate"]["within"]
     assert not rows["epoch_accuracy"]["within"]
@@ -90,8 +116,12 @@ def test_task_results_are_read_from_their_json_file(tmp_path):
 def test_restored_best_weights_are_compared_through_the_best_epoch(tmp_path):
     best = {"train/loss": 1.2, "train/accuracy": 0.55, "val/loss": 1.43, "val/accuracy": 0.505}
     run = tmp_path / "8c" / "0"
-    fake_run(tmp_path / "8c", "0", ["data=cifar10", "normalization=batchnorm_before"],
-             {"train/loss": 0.9, "train/accuracy": 0.7, "val/loss": 1.7, "val/accuracy": 0.45})
+    fake_run(
+        tmp_path / "8c",
+        "0",
+        ["data=cifar10", "normalization=batchnorm_before"],
+        {"train/loss": 0.9, "train/accuracy": 0.7, "val/loss": 1.7, "val/accuracy": 0.45},
+    )
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "best": best}))
     rows = {r["metric"]: r for r in compare(EXPERIMENTS["cifar10"], tmp_path) if r["run"].startswith("8c")}

@@ -47,8 +47,11 @@ def test_fold_into_previous_is_the_books_formula():
     dense.bias[...] = jnp.arange(4.0)
     bn = random_batchnorm(4, seed=2)
     x = np.random.default_rng(3).normal(size=(16, 6)).astype(np.float32)
-    kernel, bias = fold_into_previous(dense.kernel[...], dense.bias[...], batchnorm_affine(
-        bn.scale[...], bn.bias[...], bn.mean[...], bn.var[...], bn.epsilon))
+    kernel, bias = fold_into_previous(
+        dense.kernel[...],
+        dense.bias[...],
+        batchnorm_affine(bn.scale[...], bn.bias[...], bn.mean[...], bn.var[...], bn.epsilon),
+    )
     sigma = np.sqrt(np.asarray(bn.var[...]).astype(np.float64) + 1e-3)
     gamma, beta, mu = (np.asarray(v[...]).astype(np.float64) for v in (bn.scale, bn.bias, bn.mean))
     np.testing.assert_allclose(kernel, gamma * np.asarray(dense.kernel[...]) / sigma)
@@ -62,8 +65,11 @@ def test_fold_into_next_absorbs_a_batchnorm_before_the_dense():
     dense = nnx.Linear(6, 3, rngs=nnx.Rngs(5))
     dense.bias[...] = jnp.ones(3)
     x = np.random.default_rng(6).normal(size=(16, 6)).astype(np.float32)
-    kernel, bias = fold_into_next(batchnorm_affine(bn.scale[...], bn.bias[...], bn.mean[...], bn.var[...],
-                                                   bn.epsilon), dense.kernel[...], dense.bias[...])
+    kernel, bias = fold_into_next(
+        batchnorm_affine(bn.scale[...], bn.bias[...], bn.mean[...], bn.var[...], bn.epsilon),
+        dense.kernel[...],
+        dense.bias[...],
+    )
     np.testing.assert_allclose(x @ kernel + bias, dense(bn(x)), **TOLERANCE)
 
 
@@ -85,12 +91,15 @@ def randomize_batchnorms(model, seed: int) -> None:
             getattr(norm, name)[...] = getattr(donor, name)[...]
 
 
-@pytest.mark.parametrize("overrides", [
-    ("normalization=batchnorm", "activation=elu"),                       # input BN, BN after each activation
-    ("normalization=batchnorm", "normalization.input=false", "activation=selu"),
-    ("normalization=batchnorm_before", "activation=prelu"),              # Dense (no bias) → BN → PReLU
-    ("normalization=batchnorm_before", "activation=relu", "model.hidden=[16,16,8]"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("normalization=batchnorm", "activation=elu"),  # input BN, BN after each activation
+        ("normalization=batchnorm", "normalization.input=false", "activation=selu"),
+        ("normalization=batchnorm_before", "activation=prelu"),  # Dense (no bias) → BN → PReLU
+        ("normalization=batchnorm_before", "activation=relu", "model.hidden=[16,16,8]"),
+    ],
+)
 def test_folded_model_matches_the_model_in_inference_mode(make_settings, overrides):
     settings = make_settings("model.hidden=[16,8]", *overrides)
     model = build_model(settings, 12, 5)
@@ -105,8 +114,9 @@ def test_folded_model_matches_the_model_in_inference_mode(make_settings, overrid
     # with the pixel scaling folded in too, the folded model reads raw pixels
     scaling = PixelScaling(mean=np.full((1, 12), 0.3, np.float32), std=np.full((1, 12), 0.2, np.float32))
     pixels = np.random.default_rng(9).integers(0, 256, size=(64, 12)).astype(np.float32)
-    np.testing.assert_allclose(predictor(fold_model(model, scaling), settings.activation)(pixels),
-                               model(scaling.apply(pixels)), **TOLERANCE)
+    np.testing.assert_allclose(
+        predictor(fold_model(model, scaling), settings.activation)(pixels), model(scaling.apply(pixels)), **TOLERANCE
+    )
 
 
 def test_a_model_without_batchnorm_is_exported_unchanged(make_settings):
@@ -122,15 +132,33 @@ def test_a_model_without_batchnorm_is_exported_unchanged(make_settings):
 
 
 def train(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", "data=synthetic", "optimizer=adam",
-                           "optimizer.learning_rate=0.01", "schedule=constant", "trainer.epochs=3",
-                           "trainer.plots=false", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeprun.commands.run",
+            "data=synthetic",
+            "optimizer=adam",
+            "optimizer.learning_rate=0.01",
+            "schedule=constant",
+            "trainer.epochs=3",
+            "trainer.plots=false",
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-@pytest.fixture(scope="module", params=[
-    ("normalization=batchnorm", "normalization.momentum=0.5"),   # moving statistics far from (0, 1)
-    ("normalization=batchnorm_before", "normalization.momentum=0.5", "activation=prelu"),
-])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("normalization=batchnorm", "normalization.momentum=0.5"),  # moving statistics far from (0, 1)
+        ("normalization=batchnorm_before", "normalization.momentum=0.5", "activation=prelu"),
+    ],
+)
 def bn_run(request, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("export")
     result = train("model.hidden=[32,16]", *request.param, "hydra.run.dir=run", cwd=cwd)
@@ -143,8 +171,9 @@ def test_export_of_a_trained_run_reproduces_its_logits(bn_run):
     predict, manifest = load_export(bn_run / "export")
     loaded = load_run(bn_run)
     dataset = loaded.settings.data.load()
-    np.testing.assert_allclose(predict(dataset.pixels_test.astype(np.float32)), loaded.model()(dataset.x_test),
-                               **TOLERANCE)
+    np.testing.assert_allclose(
+        predict(dataset.pixels_test.astype(np.float32)), loaded.model()(dataset.x_test), **TOLERANCE
+    )
     # no batch norm left: Dense layers only, two arrays each (plus PReLU slopes)
     assert [layer["name"] for layer in manifest["layers"]] == ["hidden_1", "hidden_2", "output"]
     with np.load(bn_run / "export/model.npz") as arrays:
@@ -171,25 +200,46 @@ def test_bfloat16_export_roundtrips_and_agrees_on_argmax(bn_run):
 
 
 def test_deeprun_export_command_times_each_precision(bn_run, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deeprun.commands.export", str(bn_run), "precision=float16",
-                             "batch_sizes=[1,8]", "repeats=3"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeprun.commands.export",
+            str(bn_run),
+            "precision=float16",
+            "batch_sizes=[1,8]",
+            "repeats=3",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "median latency per call" in result.stdout and "folded float16" in result.stdout
     report = json.loads((bn_run / "export/latency.json").read_text())
     rows = {(row["model"], row["batch_size"]) for row in report["latency"]}
-    assert rows == {(model, size) for model in ("unfolded float32", "folded float32", "folded bfloat16",
-                                                "folded float16") for size in (1, 8)}
+    assert rows == {
+        (model, size)
+        for model in ("unfolded float32", "folded float32", "folded bfloat16", "folded float16")
+        for size in (1, 8)
+    }
     assert all(row["median_ms"] > 0 for row in report["latency"])
     assert json.loads((bn_run / "export/manifest.json").read_text())["precision"] == "float16"
 
 
 def test_deeprun_export_rejects_bad_input(tmp_path):
-    for args, message in ((["precision=float8"], "precision must be one of float32, bfloat16, float16"),
-                          (["batch_sizes=[]"], "batch_sizes must not be empty")):
+    for args, message in (
+        (["precision=float8"], "precision must be one of float32, bfloat16, float16"),
+        (["batch_sizes=[]"], "batch_sizes must not be empty"),
+    ):
         with pytest.raises(ConfigError, match=message):
             options_from_tokens(ExportOptions, args)
-    result = subprocess.run([sys.executable, "-m", "deeprun.commands.export", str(tmp_path)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "deeprun.commands.export", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "is not a deeprun run folder" in result.stderr
-

@@ -103,8 +103,11 @@ def test_schedule_curves_per_step_and_per_epoch(tmp_path):
     assert unit == "epoch" and len(x) == 20
     np.testing.assert_allclose(lrs, [0.01] * 5 + [0.005] * 10 + [0.001] * 5, rtol=1e-6)
     assert_png(figures.schedule_figure(OneCycle(), 0.01, 10, 5, tmp_path / "1cycle.png"))
-    assert_png(figures.schedule_figure({"name": "exponential", "unit": "epoch", "decay_steps": 20}, 0.01, 10, 30,
-                                       tmp_path / "exp.png", per="epoch"))
+    assert_png(
+        figures.schedule_figure(
+            {"name": "exponential", "unit": "epoch", "decay_steps": 20}, 0.01, 10, 30, tmp_path / "exp.png", per="epoch"
+        )
+    )
     with pytest.raises(ValueError, match="metrics.jsonl"):
         figures.schedule_figure({"name": "performance"}, 0.01, 10, 5, tmp_path / "no.png")
 
@@ -134,8 +137,7 @@ def test_optimizer_and_mc_dropout_figures(tmp_path):
     assert_png(figures.optimizer_curves_figure(histories, tmp_path / "optimizers_auto.png", axis=None))
     mean = [0.0, 0.01, 0.02, 0.0, 0.0, 0.6, 0.0, 0.3, 0.05, 0.02]
     std = [0.0, 0.01, 0.02, 0.0, 0.0, 0.2, 0.0, 0.15, 0.05, 0.02]
-    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-             "Ankle boot"]
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert_png(figures.mc_dropout_figure(mean, std, names, tmp_path / "mc_dropout.png"))
     with pytest.raises(ValueError):
         figures.mc_dropout_figure(mean, std[:-1], names, tmp_path / "bad.png")
@@ -159,6 +161,11 @@ def test_chapter_figures_command_writes_every_figure(tmp_path):
 
     main(["chapter", str(tmp_path)])
     names = {p.name for p in tmp_path.glob("*.png")}
-    assert {"sigmoid_saturation_plot.png", "leaky_relu_plot.png", "elu_selu_plot.png",
-            "gelu_swish_mish_plot.png", "1cycle_plot.png"} <= names
+    assert {
+        "sigmoid_saturation_plot.png",
+        "leaky_relu_plot.png",
+        "elu_selu_plot.png",
+        "gelu_swish_mish_plot.png",
+        "1cycle_plot.png",
+    } <= names
     assert len(names) == 8

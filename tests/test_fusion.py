@@ -16,9 +16,15 @@ def key(*overrides):
 
 def test_numbers_read_as_data_fuse():
     base = key()
-    for override in ("trainer.seed=7", "optimizer.learning_rate=0.1", "optimizer.momentum=0.5",
-                     "schedule.max_lr=0.3", "initializer=glorot_uniform", "name=other",
-                     "trainer.early_stopping.patience=2"):
+    for override in (
+        "trainer.seed=7",
+        "optimizer.learning_rate=0.1",
+        "optimizer.momentum=0.5",
+        "schedule.max_lr=0.3",
+        "initializer=glorot_uniform",
+        "name=other",
+        "trainer.early_stopping.patience=2",
+    ):
         assert key(override) == base, override
     assert key("regularizer=dropout", "regularizer.dropout.rate=0.5") == key("regularizer=dropout")
     assert key("regularizer=l2", "regularizer.l2.factor=0.5") == key("regularizer=l2")
@@ -26,18 +32,30 @@ def test_numbers_read_as_data_fuse():
 
 def test_structure_does_not_fuse():
     base = key()
-    for override in ("model.hidden=[10]", "trainer.batch_size=64", "trainer.epochs=3", "activation=relu",
-                     "activation.alpha=0.5", "optimizer=nadam", "schedule=constant", "regularizer=dropout",
-                     "data.n_train=100", "normalization=batchnorm", "optimizer.clip_norm=1.0",
-                     "schedule.cycle_momentum=true"):
+    for override in (
+        "model.hidden=[10]",
+        "trainer.batch_size=64",
+        "trainer.epochs=3",
+        "activation=relu",
+        "activation.alpha=0.5",
+        "optimizer=nadam",
+        "schedule=constant",
+        "regularizer=dropout",
+        "data.n_train=100",
+        "normalization=batchnorm",
+        "optimizer.clip_norm=1.0",
+        "schedule.cycle_momentum=true",
+    ):
         assert key(override) != base, override
     assert key("regularizer=dropout") != key("regularizer=dropout", "regularizer.dropout.placement=output")
     assert key("regularizer=max_norm") != key("regularizer=max_norm", "regularizer.max_norm.axis=1")
 
 
 def test_groups_keep_order_and_size_limit():
-    configs = [compose_dict(["data=synthetic", o]) for o in
-               ("trainer.seed=1", "activation=relu", "trainer.seed=2", "trainer.seed=3", "activation=relu")]
+    configs = [
+        compose_dict(["data=synthetic", o])
+        for o in ("trainer.seed=1", "activation=relu", "trainer.seed=2", "trainer.seed=3", "activation=relu")
+    ]
     assert group_runs(configs, max_members=32) == [[0, 2, 3], [1, 4]]
     assert group_runs(configs, max_members=2) == [[0, 2], [1, 4], [3]]
     assert group_runs(configs, max_members=1) == [[0], [1], [2], [3], [4]]
@@ -50,13 +68,24 @@ def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tm
         cwd.mkdir()
         flags = [a for a in args if a.startswith("-")]
         overrides = [a for a in args if not a.startswith("-")]
-        result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", *flags, *common, *overrides], cwd=cwd,
-                                capture_output=True, text=True, env=os.environ, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "deeprun.commands.run", *flags, *common, *overrides],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=os.environ,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         return result
 
-    fused = run("-m", "hydra.launcher.max_members=8", "trainer.seed=1,2", "optimizer.learning_rate=0.01,0.1",
-                cwd=tmp_path / "fused")
+    fused = run(
+        "-m",
+        "hydra.launcher.max_members=8",
+        "trainer.seed=1,2",
+        "optimizer.learning_rate=0.01,0.1",
+        cwd=tmp_path / "fused",
+    )
     assert "4 fused runs" in fused.stdout
     jobs = sorted((tmp_path / "fused/outputs/sweeps/sweep").glob("*/[0-9]*"))
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
@@ -79,9 +108,24 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
         cwd = tmp_path / str(max_members)
         cwd.mkdir()
         extra = [] if max_members is None else [f"hydra.launcher.max_members={max_members}"]
-        result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", "-m", "data=synthetic", "model.hidden=[16]",
-                                 "trainer.epochs=1", "trainer.seed=1,2", "trainer.checkpoint=false", *extra],
-                                cwd=cwd, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deeprun.commands.run",
+                "-m",
+                "data=synthetic",
+                "model.hidden=[16]",
+                "trainer.epochs=1",
+                "trainer.seed=1,2",
+                "trainer.checkpoint=false",
+                *extra,
+            ],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         assert "Launching 2 jobs locally" in result.stdout
         assert ("2 fused runs" in result.stdout) == fused
@@ -89,9 +133,23 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
 
 
 def test_a_bad_job_is_recorded_as_failed_and_the_others_still_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", "-m", "data=synthetic", "model.hidden=[16]",
-                             "trainer.epochs=1", "trainer.checkpoint=false", "optimizer.learning_rate=0.01,-1,0.1"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeprun.commands.run",
+            "-m",
+            "data=synthetic",
+            "model.hidden=[16]",
+            "trainer.epochs=1",
+            "trainer.checkpoint=false",
+            "optimizer.learning_rate=0.01,-1,0.1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1  # the sweep reports the failure at its end, after its summary
     assert "job 1: optimizer.learning_rate must be > 0 (got -1.0)" in result.stderr
     assert "1 of 3 jobs did not finish: job 1 failed" in result.stderr

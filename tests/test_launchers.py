@@ -34,19 +34,28 @@ from deeprun.sweeps.resources import (
 def _quiet_schema_warning():
     quiet_launcher_schema_warning()  # as the commands do: pytest resets the warning filters per test
 
+
 # Job 1 is invalid (exit 2 alone), job 2 diverges (NaN in its first epoch).
-BAD_AND_DIVERGED = ["optimizer=sgd", "schedule=constant", "activation=relu",
-                    "optimizer.learning_rate=0.01,-1,1e30"]
+BAD_AND_DIVERGED = ["optimizer=sgd", "schedule=constant", "activation=relu", "optimizer.learning_rate=0.01,-1,1e30"]
 
 
 def sweep(*args: str, cwd: Path, script: str | None = None) -> tuple[subprocess.CompletedProcess, int, Path]:
     """Run ``deeprun -m`` (or a Python script that ends in deeprun's main); returns the process, its pid
     and the sweep folder."""
     args = (*args, "++hydra.callbacks.sweep_summary.figures=false")  # the tests read the table only
-    command = [sys.executable, "-c", script, "-m", *args] if script else [sys.executable, "-m", "deeprun.commands.run",
-                                                                          "-m", *args]
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = (
+        [sys.executable, "-c", script, "-m", *args]
+        if script
+        else [sys.executable, "-m", "deeprun.commands.run", "-m", *args]
+    )
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     stdout, stderr = process.communicate(timeout=300)
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     sweeps = list((cwd / "outputs" / "sweeps").glob("*/*"))
@@ -64,8 +73,9 @@ def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
 
 
 def test_joblib_runs_jobs_in_worker_processes_with_their_share_and_records_failed_and_diverged_ones(tmp_path):
-    result, main_pid, sweep_dir = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, *BAD_AND_DIVERGED,
-                                        cwd=tmp_path)
+    result, main_pid, sweep_dir = sweep(
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, *BAD_AND_DIVERGED, cwd=tmp_path
+    )
     assert result.returncode == 1  # after every job ran and the summary was written
     assert "deeprun: error: job 1: optimizer.learning_rate must be > 0 (got -1.0)" in result.stderr
     assert "1 of 3 jobs did not finish: job 1 failed" in result.stderr.splitlines()[-1]
@@ -85,9 +95,14 @@ def test_joblib_runs_jobs_in_worker_processes_with_their_share_and_records_faile
 
 
 def test_submitit_local_runs_jobs_as_processes_and_records_a_failed_one(tmp_path):
-    result, main_pid, sweep_dir = sweep("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                                        "hydra.launcher.cpus_per_task=1", *FAST, "optimizer.learning_rate=0.01,-1",
-                                        cwd=tmp_path)
+    result, main_pid, sweep_dir = sweep(
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.cpus_per_task=1",
+        *FAST,
+        "optimizer.learning_rate=0.01,-1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stderr
     assert "1 of 2 jobs did not finish: job 1 failed" in result.stderr
     jobs = summaries(sweep_dir)
@@ -123,8 +138,9 @@ deeprun.commands.run.main()
 
 
 def test_an_exception_in_one_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    result, _, sweep_dir = sweep("hydra/launcher=basic", *FAST, "trainer.seed=1,2,3", cwd=tmp_path,
-                                 script=RAISES_IN_JOB_1)
+    result, _, sweep_dir = sweep(
+        "hydra/launcher=basic", *FAST, "trainer.seed=1,2,3", cwd=tmp_path, script=RAISES_IN_JOB_1
+    )
     assert result.returncode == 1
     assert "RuntimeError: device lost" in result.stderr and "Traceback" in result.stderr
     jobs = summaries(sweep_dir)
@@ -147,26 +163,43 @@ def test_submitit_slurm_preset_submits_a_job_array_with_partition_gpus_and_time_
     monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were there
     monkeypatch.setattr(slurm.SlurmExecutor, "_submit_command", intercept)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
-            "hydra.launcher.timeout_min=90", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=[
+                "hydra/launcher=submitit_slurm",
+                "hydra.launcher.partition=gpu",
+                "hydra.launcher.gpus_per_node=2",
+                "hydra.launcher.timeout_min=90",
+                f"hydra.sweep.dir={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
     assert OmegaConf.to_container(cfg.hydra.job.env_set, resolve=True) == {"PJRT_NPROC": "8"}
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=HydraContext(config_loader=None, callbacks=None), task_function=print, config=cfg)
     with pytest.raises(Submitted) as submitted:
         launcher.launch([["trainer.seed=1"], ["trainer.seed=2"]], initial_job_idx=0)
     script = str(submitted.value).splitlines()
-    for line in ("#SBATCH --array=0-1%2", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2",
-                 "#SBATCH --time=90", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
+    for line in (
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --time=90",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32GB",
+    ):
         assert line in script, line
 
 
-@pytest.mark.parametrize("launcher,variables", [
-    ("joblib", {"XLA_PYTHON_CLIENT_PREALLOCATE"}),  # + PJRT_NPROC and the memory share: its job_resources callback
-    ("submitit_local", {"PJRT_NPROC", "XLA_PYTHON_CLIENT_PREALLOCATE"}),
-    ("submitit_slurm", {"PJRT_NPROC"}),
-    ("fused", set()),  # one process: the user's environment as it is
-])
+@pytest.mark.parametrize(
+    "launcher,variables",
+    [
+        ("joblib", {"XLA_PYTHON_CLIENT_PREALLOCATE"}),  # + PJRT_NPROC and the memory share: its job_resources callback
+        ("submitit_local", {"PJRT_NPROC", "XLA_PYTHON_CLIENT_PREALLOCATE"}),
+        ("submitit_slurm", {"PJRT_NPROC"}),
+        ("fused", set()),  # one process: the user's environment as it is
+    ],
+)
 def test_only_the_multiprocess_launchers_set_the_jobs_environment(launcher, variables):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -178,15 +211,18 @@ def test_only_the_multiprocess_launchers_set_the_jobs_environment(launcher, vari
     assert not [w for w in caught if "schema" in str(w.message)]  # Hydra's deprecation note is silenced
 
 
-@pytest.mark.parametrize("n_jobs,cpus,jobs,threads,fraction", [
-    (2, 2, 2, 1, 0.45),
-    (1, 16, 1, 16, 0.75),     # one job: JAX's own default share
-    (3, 16, 3, 5, 0.3),
-    (-1, 16, 16, 1, 0.05),    # joblib: one job per CPU
-    (-2, 16, 15, 1, 0.06),    # all CPUs but one
-    (-40, 16, 1, 16, 0.75),
-    (8, 2, 8, 1, 0.11),       # more jobs than CPUs: still one thread each
-])
+@pytest.mark.parametrize(
+    "n_jobs,cpus,jobs,threads,fraction",
+    [
+        (2, 2, 2, 1, 0.45),
+        (1, 16, 1, 16, 0.75),  # one job: JAX's own default share
+        (3, 16, 3, 5, 0.3),
+        (-1, 16, 16, 1, 0.05),  # joblib: one job per CPU
+        (-2, 16, 15, 1, 0.06),  # all CPUs but one
+        (-40, 16, 1, 16, 0.75),
+        (8, 2, 8, 1, 0.11),  # more jobs than CPUs: still one thread each
+    ],
+)
 def test_threads_and_gpu_share_per_job(n_jobs, cpus, jobs, threads, fraction):
     assert parallel_jobs(n_jobs, cpus) == jobs
     assert threads_per_job(n_jobs, cpus) == threads

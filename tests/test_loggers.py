@@ -32,11 +32,11 @@ def read_events(logdir: Path) -> list:
     for path in sorted(logdir.glob(EVENTS)):
         data, position = path.read_bytes(), 0
         while position < len(data):
-            header = data[position:position + 8]
+            header = data[position : position + 8]
             (length,) = struct.unpack("<Q", header)
-            (header_crc,) = struct.unpack("<I", data[position + 8:position + 12])
-            payload = data[position + 12:position + 12 + length]
-            (payload_crc,) = struct.unpack("<I", data[position + 12 + length:position + 16 + length])
+            (header_crc,) = struct.unpack("<I", data[position + 8 : position + 12])
+            payload = data[position + 12 : position + 12 + length]
+            (payload_crc,) = struct.unpack("<I", data[position + 12 + length : position + 16 + length])
             assert header_crc == masked_crc32c(header) and payload_crc == masked_crc32c(payload), path
             events.append(Event.FromString(payload))
             position += 16 + length
@@ -67,31 +67,46 @@ def hparams_data(events) -> dict[str, object]:
     """The HParams plugin's records by tag (experiment, session start and end)."""
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
-    return {value.tag: HParamsPluginData.FromString(value.metadata.plugin_data.content)
-            for event in events for value in event.summary.value
-            if value.metadata.plugin_data.plugin_name == "hparams"}
+    return {
+        value.tag: HParamsPluginData.FromString(value.metadata.plugin_data.content)
+        for event in events
+        for value in event.summary.value
+        if value.metadata.plugin_data.plugin_name == "hparams"
+    }
 
 
 def run_command(*args: str, cwd: Path, module: str = "deeprun.commands.run") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """Two seeds × {tensorboard, none}: four jobs that differ in numbers and the logger, fused."""
     cwd = tmp_path_factory.mktemp("loggers")
-    result = run_command("-m", "data=synthetic", "model.hidden=[16,8]", "trainer.epochs=3", "schedule=constant",
-                         "trainer.seed=1,2", "trainer.plots=false", "trainer.diagnostics=true", "logger=tensorboard,none",
-                         "hydra.sweep.dir=sweep", cwd=cwd)
+    result = run_command(
+        "-m",
+        "data=synthetic",
+        "model.hidden=[16,8]",
+        "trainer.epochs=3",
+        "schedule=constant",
+        "trainer.seed=1,2",
+        "trainer.plots=false",
+        "trainer.diagnostics=true",
+        "logger=tensorboard,none",
+        "hydra.sweep.dir=sweep",
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr
     assert "4 fused runs" in result.stdout
     return cwd / "sweep"
 
 
 def jobs(sweep: Path, logger: str) -> list[Path]:
-    return [job for job in sorted(sweep.iterdir()) if job.is_dir()
-            and OmegaConf.load(job / ".hydra/config.yaml").logger.name == logger]
+    return [
+        job
+        for job in sorted(sweep.iterdir())
+        if job.is_dir() and OmegaConf.load(job / ".hydra/config.yaml").logger.name == logger
+    ]
 
 
 def test_epoch_scalars_equal_metrics_jsonl_per_fused_run(sweep):
@@ -136,8 +151,14 @@ def test_weight_histograms_per_layer_match_the_final_weights(sweep):
     job = jobs(sweep, "tensorboard")[0]
     found = histograms(read_events(job / "tensorboard"))
     weights = parameter_arrays(load_run(job).state.params)
-    assert set(weights) == {"blocks/0/dense/kernel", "blocks/0/dense/bias", "blocks/1/dense/kernel",
-                            "blocks/1/dense/bias", "output/kernel", "output/bias"}
+    assert set(weights) == {
+        "blocks/0/dense/kernel",
+        "blocks/0/dense/bias",
+        "blocks/1/dense/kernel",
+        "blocks/1/dense/bias",
+        "output/kernel",
+        "output/bias",
+    }
     assert set(found) == {f"weights/{name}" for name in weights}
     for name, values in weights.items():
         per_epoch = found[f"weights/{name}"]
@@ -207,8 +228,11 @@ def test_a_resumed_run_tells_tensorboard_to_drop_the_epochs_it_trains_again(tmp_
     resumed.close()
     files = sorted((tmp_path / "tensorboard").glob(EVENTS))
     assert len(files) == 2
-    starts = [(event.step, event.session_log.status) for event in read_events(tmp_path / "tensorboard")
-              if event.HasField("session_log")]
+    starts = [
+        (event.step, event.session_log.status)
+        for event in read_events(tmp_path / "tensorboard")
+        if event.HasField("session_log")
+    ]
     assert starts == [(1, SessionLog.START), (3, SessionLog.START)]  # TensorBoard purges steps >= 3 of earlier files
 
 
@@ -216,10 +240,22 @@ def test_tune_trials_write_event_files(tmp_path):
     from deeprun.sweeps.tune_space import tune_options
     from deeprun.sweeps.tuning import run_study
 
-    options = tune_options({"n_trials": 1, "sampler": "random", "pruner": "none",
-                            "space": {"optimizer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1}}})
-    overrides = ["data=synthetic", "model.hidden=[16]", "trainer.epochs=2", "trainer.checkpoint=false",
-                 "trainer.plots=false", "logger=tensorboard"]
+    options = tune_options(
+        {
+            "n_trials": 1,
+            "sampler": "random",
+            "pruner": "none",
+            "space": {"optimizer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1}},
+        }
+    )
+    overrides = [
+        "data=synthetic",
+        "model.hidden=[16]",
+        "trainer.epochs=2",
+        "trainer.checkpoint=false",
+        "trainer.plots=false",
+        "logger=tensorboard",
+    ]
     run_study(options, lambda groups: compose_dict([*overrides, *groups]), tmp_path / "sweep", log=lambda line: None)
     trial = tmp_path / "sweep/trials/0"
     found = scalars(read_events(trial / "tensorboard"))
@@ -234,11 +270,14 @@ def test_unknown_logger_exits_2_naming_the_valid_ones(tmp_path):
     assert result.stderr.strip() == "deeprun: error: logger=foo: no such option; valid: none, tensorboard"
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("logger.histogram_every=-1", "logger.tensorboard.histogram_every must be >= 0 (got -1)"),
-    ("logger.dir=/tmp/tb", "logger.tensorboard.dir must be a folder name relative to the run folder"),
-    ("logger.dir=''", "logger.tensorboard.dir must be a folder name relative to the run folder"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("logger.histogram_every=-1", "logger.tensorboard.histogram_every must be >= 0 (got -1)"),
+        ("logger.dir=/tmp/tb", "logger.tensorboard.dir must be a folder name relative to the run folder"),
+        ("logger.dir=''", "logger.tensorboard.dir must be a folder name relative to the run folder"),
+    ],
+)
 def test_bad_tensorboard_fields_are_rejected(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         settings_from_config(compose_dict(["logger=tensorboard", override]))
@@ -269,8 +308,14 @@ def test_runs_with_different_loggers_fuse():
 
 
 def test_epoch_scalars_skip_counters_flags_and_non_finite_values():
-    record = {"epoch": 2, "step": 20, "lr": 0.1, "val/loss": float("nan"), "flag": True,
-              "diagnostics": [{"layer": 1, "grad_norm": 0.5, "act_std": float("inf")}]}
+    record = {
+        "epoch": 2,
+        "step": 20,
+        "lr": 0.1,
+        "val/loss": float("nan"),
+        "flag": True,
+        "diagnostics": [{"layer": 1, "grad_norm": 0.5, "act_std": float("inf")}],
+    }
     assert epoch_scalars(record) == {"lr": 0.1, "diagnostics/grad_norm/layer_1": 0.5}
 
 

@@ -31,7 +31,10 @@ def test_bn_before_model_has_no_hidden_biases(make_settings):
     # Dense kernels without bias + 4 BN vectors per hidden unit (no input BN) + output layer.
     expected_trainable = 784 * 300 + 300 * 100 + 2 * (300 + 100) + 100 * 10 + 10
     assert count_parameters(model) == {
-        "total": expected_trainable + 2 * 400, "trainable": expected_trainable, "non_trainable": 800}
+        "total": expected_trainable + 2 * 400,
+        "trainable": expected_trainable,
+        "non_trainable": 800,
+    }
     assert all(block.dense.bias is None for block in model.blocks)
 
 
@@ -60,8 +63,9 @@ def test_batchnorm_training_and_inference_formulas():
     np.testing.assert_allclose(layer.var[...], 0.99 + 0.01 * var, rtol=1e-5)
     # Inference normalizes with the moving statistics.
     y_inf = layer(x, use_running_average=True)
-    np.testing.assert_allclose(y_inf, (np.asarray(x) - 0.01 * mean) / np.sqrt(0.99 + 0.01 * var + 1e-3),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        y_inf, (np.asarray(x) - 0.01 * mean) / np.sqrt(0.99 + 0.01 * var + 1e-3), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_layer_order_bn_after_activation(make_settings):

@@ -160,10 +160,7 @@ def random_problem(seed: int = 0):
     rng = np.random.default_rng(seed)
     params = {"kernel": rng.normal(size=(3, 2)), "bias": rng.normal(size=(2,))}
     scales = [1.0, 0.3, 0.01, 0.5, 0.05, 1.0]
-    gradients = [
-        {k: scales[t] * rng.normal(size=p.shape) for k, p in params.items()}
-        for t in range(N_STEPS)
-    ]
+    gradients = [{k: scales[t] * rng.normal(size=p.shape) for k, p in params.items()} for t in range(N_STEPS)]
     return params, gradients
 
 
@@ -182,9 +179,7 @@ def run_optimizer(tx, params, gradients):
 @pytest.mark.parametrize("use_stressed", [False, True], ids=["defaults", "stressed"])
 @pytest.mark.parametrize("name,overrides", CASES, ids=[f"{n}{o}" for n, o in CASES])
 def test_first_steps_follow_the_keras_update_equations(name, overrides, use_stressed):
-    spec = OPTIMIZERS.build(
-        {"name": name, **(stressed(name, overrides) if use_stressed else overrides)}
-    )
+    spec = OPTIMIZERS.build({"name": name, **(stressed(name, overrides) if use_stressed else overrides)})
     reference = KERAS_REFERENCES[name]  # a new option without a reference fails here
     params, gradients = random_problem()
     trajectory = run_optimizer(spec.build(), params, gradients)
@@ -234,9 +229,7 @@ def test_clip_value_maps_the_book_example():
 
 
 def test_clip_norm_maps_the_book_example():
-    np.testing.assert_allclose(
-        clipped(np.array([0.9, 100.0]), clip_norm=1.0), [0.00899964, 0.9999595], rtol=1e-5
-    )
+    np.testing.assert_allclose(clipped(np.array([0.9, 100.0]), clip_norm=1.0), [0.00899964, 0.9999595], rtol=1e-5)
 
 
 def test_clip_norm_clips_each_tensor_by_its_own_norm_unlike_global_norm():
@@ -277,9 +270,7 @@ def test_injected_hyperparams_are_the_learning_rate_and_the_momentum_hyperparam(
         assert float(state.hyperparams[spec.momentum_hyperparam]) == pytest.approx(value)
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n).momentum_hyperparam]
-)
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS.names() if OPTIMIZERS.get(n).momentum_hyperparam])
 def test_changing_the_momentum_hyperparam_changes_the_update(name):
     spec = OPTIMIZERS.default(name)
     tx = spec.build()

@@ -63,8 +63,9 @@ def test_low_precision_trains_like_float32(make_settings, precision):
     assert reference.state.loss_scale is None
     assert (low.state.loss_scale is not None) == (precision == "float16")  # bfloat16 needs no scaling
     # Parameters, batch statistics and the optimizer state stay float32.
-    assert {leaf.dtype for leaf in jax.tree.leaves(low.state[:3]) if jnp.issubdtype(leaf.dtype, jnp.floating)} \
-        == {jnp.dtype(jnp.float32)}
+    assert {leaf.dtype for leaf in jax.tree.leaves(low.state[:3]) if jnp.issubdtype(leaf.dtype, jnp.floating)} == {
+        jnp.dtype(jnp.float32)
+    }
 
 
 def _reference_scale(scale: float, good: int, finite: bool, growth_steps: int) -> tuple[float, int]:
@@ -98,8 +99,13 @@ def test_overflowing_steps_are_skipped_and_halve_the_scale(make_settings):
     """A scale of 2¹⁰⁰ overflows float16 (max 65504) in the backward pass of every step: all 16 steps
     of the epoch are skipped (parameters, batch statistics and optimizer state untouched) and each halves
     the scale. (A constant schedule: a scheduled learning rate is still written into the optimizer state.)"""
-    settings = make_settings("trainer.precision=float16", "trainer.loss_scale.initial=1.2676506002282294e+30",
-                             "normalization=batchnorm", "optimizer=adam", "schedule=constant")
+    settings = make_settings(
+        "trainer.precision=float16",
+        "trainer.loss_scale.initial=1.2676506002282294e+30",
+        "normalization=batchnorm",
+        "optimizer=adam",
+        "schedule=constant",
+    )
     dataset = settings.data.load()
     trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
     initial, _ = trainer.init(settings)
@@ -122,12 +128,15 @@ def test_good_steps_double_the_scale(make_settings):
     assert result.history[0]["train/loss"] == pytest.approx(reference.history[0]["train/loss"], rel=0.01)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("trainer.precision=float64", "trainer.precision must be one of float32, bfloat16, float16 (got 'float64')"),
-    ("trainer.loss_scale.initial=1000", "trainer.loss_scale.initial must be a power of two (got 1000.0)"),
-    ("trainer.loss_scale.initial=0", "trainer.loss_scale.initial must be > 0 (got 0.0)"),
-    ("trainer.loss_scale.growth_steps=0", "trainer.loss_scale.growth_steps must be > 0 (got 0)"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.precision=float64", "trainer.precision must be one of float32, bfloat16, float16 (got 'float64')"),
+        ("trainer.loss_scale.initial=1000", "trainer.loss_scale.initial must be a power of two (got 1000.0)"),
+        ("trainer.loss_scale.initial=0", "trainer.loss_scale.initial must be > 0 (got 0.0)"),
+        ("trainer.loss_scale.growth_steps=0", "trainer.loss_scale.growth_steps must be > 0 (got 0)"),
+    ],
+)
 def test_bad_precision_settings(make_settings, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         make_settings(override)

@@ -13,16 +13,25 @@ from deeprun.runs.prune import PruneOptions, dense_layers, prune_kernel, prune_r
 
 
 def run(*args, cwd, module="deeprun.commands.run"):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def l1_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("prune")
-    result = run("data=synthetic", "model.hidden=[32]", "regularizer=l1", "regularizer.l1.factor=0.001",
-                 "optimizer=adam", "optimizer.learning_rate=0.01", "schedule=constant", "trainer.epochs=3",
-                 "trainer.plots=false", "hydra.run.dir=run", cwd=cwd)
+    result = run(
+        "data=synthetic",
+        "model.hidden=[32]",
+        "regularizer=l1",
+        "regularizer.l1.factor=0.001",
+        "optimizer=adam",
+        "optimizer.learning_rate=0.01",
+        "schedule=constant",
+        "trainer.epochs=3",
+        "trainer.plots=false",
+        "hydra.run.dir=run",
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr
     return cwd / "run"
 
@@ -46,7 +55,8 @@ def test_sparsity_is_the_fraction_of_weights_below_the_threshold(l1_run):
         assert layer["shape"] == list(kernel.shape)
         assert layer["sparsity"] == np.mean(np.abs(kernel) < threshold)
     assert report["total"]["sparsity"] == pytest.approx(
-        sum(np.sum(np.abs(k) < threshold) for k in original.values()) / sum(k.size for k in original.values()))
+        sum(np.sum(np.abs(k) < threshold) for k in original.values()) / sum(k.size for k in original.values())
+    )
     assert 0.4 < report["total"]["sparsity"] < 0.6  # the median threshold prunes about half
     # the l1 penalty inside the reported loss, f·Σ|w| over the kernels, shrinks with the pruned weights
     for when, kept in (("before", lambda k: k), ("after", lambda k: np.where(np.abs(k) < threshold, 0, k))):
@@ -84,11 +94,14 @@ def test_deeprun_prune_command(l1_run, tmp_path):
     assert json.loads((l1_run / "prune.json").read_text())["threshold"] == 0.01
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["threshold=-0.1"], "threshold must be >= 0 (got -0.1)"),
-    (["threshold=small"], "threshold must be a number"),
-    ([], "missing required field 'threshold'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["threshold=-0.1"], "threshold must be >= 0 (got -0.1)"),
+        (["threshold=small"], "threshold must be a number"),
+        ([], "missing required field 'threshold'"),
+    ],
+)
 def test_deeprun_prune_rejects_bad_options(l1_run, tmp_path, args, message):
     result = run(str(l1_run), *args, cwd=tmp_path, module="deeprun.commands.prune")
     assert result.returncode == 2

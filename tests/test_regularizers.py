@@ -28,8 +28,9 @@ def test_penalty_covers_every_dense_kernel_and_is_in_val_loss(make_settings):
     settings = make_settings("regularizer=l2", "regularizer.l2.factor=0.05")
     dataset = settings.data.load()
     model = build_model(settings, dataset.n_features, dataset.n_classes)
-    expected_penalty = 0.05 * sum(float(jnp.sum(k**2)) for k in
-                                  [b.dense.kernel[...] for b in model.blocks] + [model.output.kernel[...]])
+    expected_penalty = 0.05 * sum(
+        float(jnp.sum(k**2)) for k in [b.dense.kernel[...] for b in model.blocks] + [model.output.kernel[...]]
+    )
     logits = model(jnp.asarray(dataset.x_val), train=False)
     ce = float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(dataset.y_val)), dataset.y_val]))
     trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
@@ -72,8 +73,9 @@ def test_max_norm_keras_formula():
 def test_max_norm_is_applied_after_every_update(make_settings):
     from deeprun.training.loop import fit
 
-    settings = make_settings("regularizer=max_norm", "regularizer.max_norm.max_value=0.5",
-                             "optimizer=sgd", "optimizer.learning_rate=0.5")
+    settings = make_settings(
+        "regularizer=max_norm", "regularizer.max_norm.max_value=0.5", "optimizer=sgd", "optimizer.learning_rate=0.5"
+    )
     result = fit(settings, settings.data.load())
     for block in result.model.blocks:
         norms = jnp.linalg.norm(block.dense.kernel[...], axis=0)

@@ -30,12 +30,26 @@ COMMON = ["data=synthetic", "model.hidden=[16]"]
 
 
 def record(epoch: int, loss: float, accuracy: float) -> dict:
-    return {"epoch": epoch, "step": 16 * epoch, "lr": 0.01, "train/loss": loss, "train/accuracy": accuracy,
-            "val/loss": loss + 0.1, "val/accuracy": accuracy - 0.05, "epoch_time_s": 0.5}
+    return {
+        "epoch": epoch,
+        "step": 16 * epoch,
+        "lr": 0.01,
+        "train/loss": loss,
+        "train/accuracy": accuracy,
+        "val/loss": loss + 0.1,
+        "val/accuracy": accuracy - 0.05,
+        "epoch_time_s": 0.5,
+    }
 
 
-def write_run(path: Path, overrides: list[str], history: list[dict] | None, status: str | None = None,
-              truncate: bool = False, diverged_epoch: int | None = None) -> Path:
+def write_run(
+    path: Path,
+    overrides: list[str],
+    history: list[dict] | None,
+    status: str | None = None,
+    truncate: bool = False,
+    diverged_epoch: int | None = None,
+) -> Path:
     """A run folder written by hand, as deeprun writes it (summary only when ``status`` is given)."""
     (path / ".hydra").mkdir(parents=True)
     (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {item}\n" for item in overrides))
@@ -46,18 +60,25 @@ def write_run(path: Path, overrides: list[str], history: list[dict] | None, stat
             text += lines[-1][: len(lines[-1]) // 2]  # killed while writing the next line
         (path / "metrics.jsonl").write_text(text)
     if status is not None:
+
         def metrics(r):
             return None if r is None else {k: r[k] for k in METRIC_KEYS if "/" in k}
 
         finite = [r for r in history if math.isfinite(r["val/loss"])]
         best = min(finite, key=lambda r: r["val/loss"]) if finite else None
         summary = {
-            "name": "default", "status": status, "epochs_completed": len(history),
-            "diverged_epoch": diverged_epoch, "best_epoch": best["epoch"] if best else None,
-            "final": metrics(history[-1]), "best": metrics(best),
+            "name": "default",
+            "status": status,
+            "epochs_completed": len(history),
+            "diverged_epoch": diverged_epoch,
+            "best_epoch": best["epoch"] if best else None,
+            "final": metrics(history[-1]),
+            "best": metrics(best),
             "test": None if status == "diverged" else {"accuracy": 0.8, "loss": 0.55},
             "params": {"total": 10, "trainable": 10, "non_trainable": 0},
-            "compile_time_s": 1.0, "steady_epoch_time_s": 0.5, "wall_time_s": 3.25,
+            "compile_time_s": 1.0,
+            "steady_epoch_time_s": 0.5,
+            "wall_time_s": 3.25,
         }
         (path / "summary.json").write_text(json.dumps(summary))
     return path
@@ -71,8 +92,9 @@ def sweep(tmp_path) -> Path:
     history = [record(1, 0.9, 0.6), record(2, 0.7, 0.7), record(3, 0.6, 0.75)]
     write_run(root / "0", [*COMMON, "optimizer=sgd"], history, "completed")
     diverged = [record(1, 2.0, 0.1), {**record(2, float("nan"), 0.1), "val/loss": float("inf")}]
-    write_run(root / "1", [*COMMON, "optimizer=adam", "optimizer.learning_rate=10"], diverged, "diverged",
-              diverged_epoch=2)
+    write_run(
+        root / "1", [*COMMON, "optimizer=adam", "optimizer.learning_rate=10"], diverged, "diverged", diverged_epoch=2
+    )
     write_run(root / "2", [*COMMON, "optimizer=nadam"], history[:2], truncate=True)
     write_run(root / "3", [*COMMON, "optimizer=adamw"], None)
     write_run(root / "10", [*COMMON, "optimizer=rmsprop"], history, "stopped_early")
@@ -242,9 +264,22 @@ def test_sweep_writes_its_summary_at_the_end(tmp_path):
     """End to end: `deeprun -m` runs the callback registered in conf/config.yaml."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "deeprun.commands.run", "-m", "data=synthetic", "model.hidden=[16]", "trainer.epochs=1",
-         "trainer.checkpoint=false", "optimizer=sgd,adam"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "deeprun.commands.run",
+            "-m",
+            "data=synthetic",
+            "model.hidden=[16]",
+            "trainer.epochs=1",
+            "trainer.checkpoint=false",
+            "optimizer=sgd,adam",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     sweeps = list((tmp_path / "outputs" / "sweeps" / "default").iterdir())

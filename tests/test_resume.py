@@ -36,15 +36,24 @@ def _assert_same_leaves(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("overrides", [
-    # the schedule's position (1cycle: lr and momentum per step) must survive the restart
-    ("optimizer=momentum", "schedule=1cycle", "regularizer=dropout"),
-    # the plateau rule's counters and early stopping's best weights live on the host
-    ("optimizer=nadam", "schedule=performance", "schedule.patience=1", "normalization=batchnorm",
-     "trainer.early_stopping.patience=2", "trainer.early_stopping.monitor=val/accuracy"),
-    # float16's loss scale is part of the state (it doubles every 7 steps here); diagnostics are in the history
-    ("trainer.precision=float16", "trainer.loss_scale.growth_steps=7", "trainer.diagnostics=true"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # the schedule's position (1cycle: lr and momentum per step) must survive the restart
+        ("optimizer=momentum", "schedule=1cycle", "regularizer=dropout"),
+        # the plateau rule's counters and early stopping's best weights live on the host
+        (
+            "optimizer=nadam",
+            "schedule=performance",
+            "schedule.patience=1",
+            "normalization=batchnorm",
+            "trainer.early_stopping.patience=2",
+            "trainer.early_stopping.monitor=val/accuracy",
+        ),
+        # float16's loss scale is part of the state (it doubles every 7 steps here); diagnostics are in the history
+        ("trainer.precision=float16", "trainer.loss_scale.growth_steps=7", "trainer.diagnostics=true"),
+    ],
+)
 def test_resumed_fit_equals_uninterrupted(make_settings, overrides):
     settings = make_settings(*overrides, "trainer.epochs=5")
     dataset = settings.data.load()
@@ -80,20 +89,33 @@ def _checkpointed_epoch(run_dir: Path) -> int:
 
 
 def _deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
-SLOW_EPOCHS = ("data=synthetic", "data.n_train=12000", "model.hidden=[256,256]", "trainer.epochs=4",
-               "schedule=1cycle", "regularizer=dropout", "trainer.plots=false")
+SLOW_EPOCHS = (
+    "data=synthetic",
+    "data.n_train=12000",
+    "model.hidden=[256,256]",
+    "trainer.epochs=4",
+    "schedule=1cycle",
+    "regularizer=dropout",
+    "trainer.plots=false",
+)
 
 
 def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     """SIGKILL once epoch 2 is on disk, ``trainer.resume=<dir>``: metrics.jsonl and the final
     parameters equal an uninterrupted run's (bitwise, CPU)."""
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, f"hydra.run.dir={killed}"],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, f"hydra.run.dir={killed}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None:
         metrics = killed / "metrics.jsonl"
@@ -111,8 +133,9 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     assert _deeprun(*SLOW_EPOCHS, f"hydra.run.dir={reference}", cwd=tmp_path).returncode == 0
 
     assert not list(tmp_path.glob("outputs/runs/*/*")), "resuming must not leave a new run folder"
-    assert _without_times(read_metrics(killed / "metrics.jsonl")) == \
-        _without_times(read_metrics(reference / "metrics.jsonl"))
+    assert _without_times(read_metrics(killed / "metrics.jsonl")) == _without_times(
+        read_metrics(reference / "metrics.jsonl")
+    )
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_at"] in ([2], [3])
     assert summary["test"] == json.loads((reference / "summary.json").read_text())["test"]
@@ -123,9 +146,13 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
 def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     """Ctrl-C: status interrupted, resume/ kept; resuming finishes the run in the same folder."""
     run = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=50",
-                                f"hydra.run.dir={run}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=50", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and not ((run / "metrics.jsonl").exists() and read_metrics(run / "metrics.jsonl")):
         time.sleep(0.05)
@@ -148,8 +175,16 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
 
 def test_a_diverging_run_exits_3_and_records_the_epoch(tmp_path):
     run = tmp_path / "run"
-    result = _deeprun("data=synthetic", "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e30",
-                      "schedule=constant", "activation=relu", f"hydra.run.dir={run}", cwd=tmp_path)
+    result = _deeprun(
+        "data=synthetic",
+        "trainer.epochs=3",
+        "optimizer=sgd",
+        "optimizer.learning_rate=1e30",
+        "schedule=constant",
+        "activation=relu",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 3, result.stderr
     assert "deeprun: run diverged at epoch 1" in result.stderr
     summary = json.loads((run / "summary.json").read_text())

@@ -83,9 +83,7 @@ def test_piecewise_per_epoch_switches_at_the_boundary_epoch():
 
 def test_piecewise_per_step_keeps_the_value_at_the_boundary_like_tf():
     """PiecewiseConstantDecay: values[0] while step <= boundaries[0], values[1] while <= boundaries[1]."""
-    resolved = schedule(
-        name="piecewise", boundaries=[100, 200], values=[0.3, 0.2, 0.1], unit="step"
-    )
+    resolved = schedule(name="piecewise", boundaries=[100, 200], values=[0.3, 0.2, 0.1], unit="step")
     for step, expected in [(0, 0.3), (100, 0.3), (101, 0.2), (200, 0.2), (201, 0.1), (10**6, 0.1)]:
         assert lr_at(resolved, step, epoch=50) == pytest.approx(expected)
 
@@ -155,9 +153,7 @@ def test_one_cycle_with_explicit_fields_matches_the_book():
 
 def test_one_cycle_defaults_to_the_optimizer_lr_as_max_and_the_run_length():
     resolved = schedule(0.05, steps_per_epoch=11, epochs=3, name="1cycle")
-    np.testing.assert_allclose(
-        learning_rate_curve(resolved, 11, 3), book_one_cycle_lrs(33, max_lr=0.05), rtol=1e-5
-    )
+    np.testing.assert_allclose(learning_rate_curve(resolved, 11, 3), book_one_cycle_lrs(33, max_lr=0.05), rtol=1e-5)
 
 
 def test_one_cycle_momentum_goes_down_then_up_then_stays():

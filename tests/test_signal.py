@@ -41,11 +41,14 @@ def test_selu_with_lecun_init_self_normalizes_over_1000_layers(seed):
         assert 0.7 <= row["std"] <= 1.3, row
 
 
-@pytest.mark.parametrize("initializer", [
-    {"name": "glorot_uniform"},
-    # the book's "normal init": N(0, 1) weights, i.e. σ² = scale/fan_in = 1 at width 100
-    {"name": "variance_scaling", "scale": 100.0, "distribution": "untruncated_normal"},
-])
+@pytest.mark.parametrize(
+    "initializer",
+    [
+        {"name": "glorot_uniform"},
+        # the book's "normal init": N(0, 1) weights, i.e. σ² = scale/fan_in = 1 at width 100
+        {"name": "variance_scaling", "scale": 100.0, "distribution": "untruncated_normal"},
+    ],
+)
 def test_sigmoid_collapses_to_a_constant_near_one_half(initializer):
     stats = propagate(INITIALIZERS.build(initializer), ACTIVATIONS.default("sigmoid"), SignalOptions(layers=300))
     deep = stats.depths >= 100
@@ -65,8 +68,10 @@ def test_relu_second_moment_follows_the_variance_formula(initializer, gain):
 
 def test_every_activation_and_initializer_option_propagates():
     # Eagerly (op by op, each op compiled once for all options): 18 compiled scans would take a minute.
-    pairs = [*(("lecun_normal", name) for name in ACTIVATIONS.names()),
-             *((name, "selu") for name in INITIALIZERS.names() if name != "lecun_normal")]
+    pairs = [
+        *(("lecun_normal", name) for name in ACTIVATIONS.names()),
+        *((name, "selu") for name in INITIALIZERS.names() if name != "lecun_normal"),
+    ]
     with jax.disable_jit():
         for initializer, activation in pairs:
             stats = signal(initializer, activation, layers=3, width=8, batch=16)
@@ -87,13 +92,15 @@ def test_options_are_validated():
 
 
 def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deeprun.commands.signal", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "deeprun.commands.signal", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_deeprun_signal_command_writes_table_csv_json_and_png(tmp_path):
-    result = run("activation=tanh", "initializer=glorot_normal", "layers=40", "every=20", "hydra.run.dir=out",
-                 cwd=tmp_path)
+    result = run(
+        "activation=tanh", "initializer=glorot_normal", "layers=40", "every=20", "hydra.run.dir=out", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "glorot_normal × tanh: 40 layers of 100 units" in result.stdout
     with open(tmp_path / "out/signal.csv") as f:

@@ -15,17 +15,25 @@ from deeprun.training.lr_finder import suggest_max_rate
 
 
 def run(*args, cwd, module="deeprun.commands.run"):
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
     return result
 
 
 @pytest.fixture(scope="module")
 def dropout_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("mc")
-    result = run("data=synthetic", "model.hidden=[64]", "regularizer=dropout", "regularizer.dropout.rate=0.3",
-                 "optimizer=adam", "optimizer.learning_rate=0.01", "schedule=constant", "trainer.epochs=4",
-                 "hydra.run.dir=run", cwd=cwd)
+    result = run(
+        "data=synthetic",
+        "model.hidden=[64]",
+        "regularizer=dropout",
+        "regularizer.dropout.rate=0.3",
+        "optimizer=adam",
+        "optimizer.learning_rate=0.01",
+        "schedule=constant",
+        "trainer.epochs=4",
+        "hydra.run.dir=run",
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr
     return cwd / "run"
 
@@ -65,8 +73,9 @@ def test_mc_dropout_writes_per_example_uncertainty_and_calibration(dropout_run):
     assert (dropout_run / "calibration.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("regularizer", [{}, {"dropout": {"rate": 0.0, "placement": "all"}}],
-                         ids=["no_dropout", "rate_0"])
+@pytest.mark.parametrize(
+    "regularizer", [{}, {"dropout": {"rate": 0.0, "placement": "all"}}], ids=["no_dropout", "rate_0"]
+)
 def test_mc_passes_without_dropout_equal_the_deterministic_model(dropout_run, tmp_path, regularizer):
     # The trained run's weights without dropout (or at rate 0), no batch norm: training mode computes the
     # same function as inference, so every pass is the deterministic prediction.
@@ -95,7 +104,9 @@ def test_mc_dropout_is_reproducible_with_its_seed(dropout_run):
 
 
 def test_deeprun_eval_command(dropout_run, tmp_path):
-    result = run(str(dropout_run), "mc_samples=3", "split=val", "bins=5", cwd=tmp_path, module="deeprun.commands.evaluate")
+    result = run(
+        str(dropout_run), "mc_samples=3", "split=val", "bins=5", cwd=tmp_path, module="deeprun.commands.evaluate"
+    )
     assert result.returncode == 0, result.stderr
     assert "val accuracy" in result.stdout and "with MC dropout (3 passes)" in result.stdout
     report = json.loads((dropout_run / "mc_dropout.json").read_text())
@@ -118,9 +129,17 @@ def test_eval_options_are_validated():
 
 
 def test_lr_finder_sweeps_rates_exponentially_and_records_each_batch(tmp_path):
-    result = run("data=synthetic", "data.n_train=1000", "model.hidden=[32]", "lr_finder.batch_size=50",
-                 "lr_finder.min_rate=1e-3", "lr_finder.max_rate=10", "hydra.run.dir=finder", cwd=tmp_path,
-                 module="deeprun.commands.lr_finder")
+    result = run(
+        "data=synthetic",
+        "data.n_train=1000",
+        "model.hidden=[32]",
+        "lr_finder.batch_size=50",
+        "lr_finder.min_rate=1e-3",
+        "lr_finder.max_rate=10",
+        "hydra.run.dir=finder",
+        cwd=tmp_path,
+        module="deeprun.commands.lr_finder",
+    )
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "finder/lr_finder.csv") as f:
         rows = list(csv.DictReader(f))

@@ -35,8 +35,9 @@ def test_partial_last_batch_is_kept_unless_dropped(make_settings, drop_remainder
 def test_train_metrics_are_sample_weighted_running_means(make_settings):
     """With a negligible learning rate the weights stay put, so Keras's running mean over the epoch's
     batches (weighted by batch size, partial batch included) equals the loss over all examples."""
-    settings = make_settings("data.n_train=500", "optimizer=sgd", "optimizer.learning_rate=1e-12",
-                             "schedule=constant", "regularizer=l2")
+    settings = make_settings(
+        "data.n_train=500", "optimizer=sgd", "optimizer.learning_rate=1e-12", "schedule=constant", "regularizer=l2"
+    )
     dataset = settings.data.load()
     result = fit(settings, dataset)
     model = build_model(settings, dataset.n_features, dataset.n_classes)  # same seed: same initial weights
@@ -59,8 +60,7 @@ def test_same_seed_same_metrics_different_seed_different(make_settings):
 
 
 def test_training_learns_the_synthetic_task(make_settings):
-    settings = make_settings("trainer.epochs=5", "optimizer=adam", "optimizer.learning_rate=0.01",
-                             "schedule=constant")
+    settings = make_settings("trainer.epochs=5", "optimizer=adam", "optimizer.learning_rate=0.01", "schedule=constant")
     result = fit(settings, settings.data.load())
     assert result.status == "completed"
     assert result.history[-1]["val/accuracy"] > 0.8
@@ -69,8 +69,14 @@ def test_training_learns_the_synthetic_task(make_settings):
 
 
 def test_lr_is_recorded_from_the_optimizer_state(make_settings):
-    settings = make_settings("trainer.epochs=3", "schedule=exponential", "schedule.unit=epoch",
-                             "schedule.decay_steps=2", "optimizer=sgd", "optimizer.learning_rate=0.1")
+    settings = make_settings(
+        "trainer.epochs=3",
+        "schedule=exponential",
+        "schedule.unit=epoch",
+        "schedule.decay_steps=2",
+        "optimizer=sgd",
+        "optimizer.learning_rate=0.1",
+    )
     history = fit(settings, settings.data.load()).history
     np.testing.assert_allclose([r["lr"] for r in history], [0.1 * 0.1 ** (e / 2) for e in range(3)], rtol=1e-6)
 
@@ -78,28 +84,37 @@ def test_lr_is_recorded_from_the_optimizer_state(make_settings):
 def test_early_stopping_stops_and_restores_the_best_weights(make_settings):
     """Monitoring val/loss in `max` mode makes epoch 1 the best while the loss falls: with patience 1
     Keras stops after epoch 2 and restores epoch 1's weights."""
-    settings = make_settings("trainer.epochs=5", "optimizer=adam", "schedule=constant",
-                             "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=1")
+    settings = make_settings(
+        "trainer.epochs=5",
+        "optimizer=adam",
+        "schedule=constant",
+        "trainer.early_stopping.mode=max",
+        "trainer.early_stopping.patience=1",
+    )
     dataset = settings.data.load()
     result = fit(settings, dataset)
     assert result.status == "stopped_early"
     assert [r["epoch"] for r in result.history] == [1, 2]
     assert result.best_epoch == 1
     trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
-    val = trainer.evaluate(result.state, settings.regularization, dataset.scaling, dataset.pixels_val,
-                           dataset.y_val)
+    val = trainer.evaluate(result.state, settings.regularization, dataset.scaling, dataset.pixels_val, dataset.y_val)
     assert val["loss"] == pytest.approx(result.history[0]["val/loss"], rel=1e-5)
 
 
 def test_early_stopping_disabled_runs_every_epoch(make_settings):
-    settings = make_settings("trainer.epochs=3", "trainer.early_stopping.enabled=false",
-                             "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=0")
+    settings = make_settings(
+        "trainer.epochs=3",
+        "trainer.early_stopping.enabled=false",
+        "trainer.early_stopping.mode=max",
+        "trainer.early_stopping.patience=0",
+    )
     assert len(fit(settings, settings.data.load()).history) == 3
 
 
 def test_divergence_is_detected(make_settings):
-    settings = make_settings("trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e30",
-                             "schedule=constant", "activation=relu")
+    settings = make_settings(
+        "trainer.epochs=3", "optimizer=sgd", "optimizer.learning_rate=1e30", "schedule=constant", "activation=relu"
+    )
     result = fit(settings, settings.data.load())
     assert result.status == "diverged"
     assert result.diverged_epoch == 1 and len(result.history) == 1
@@ -108,8 +123,14 @@ def test_divergence_is_detected(make_settings):
 
 
 def _every_option():
-    groups = {"initializer": INITIALIZERS, "activation": ACTIVATIONS, "normalization": NORMALIZATIONS,
-              "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "model": MODELS}
+    groups = {
+        "initializer": INITIALIZERS,
+        "activation": ACTIVATIONS,
+        "normalization": NORMALIZATIONS,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "model": MODELS,
+    }
     cases = [(f"{group}={name}",) for group, registry in groups.items() for name in registry.names()]
     cases += [(f"regularizer={name}",) for name in REGULARIZERS.names()]
     return cases
@@ -128,8 +149,9 @@ def test_every_option_trains_one_epoch(make_settings, overrides):
 
 def _close(a, b):
     keys = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr", "step", "epoch")
-    np.testing.assert_allclose([[r[k] for k in keys] for r in a], [[r[k] for k in keys] for r in b],
-                               rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(
+        [[r[k] for k in keys] for r in a], [[r[k] for k in keys] for r in b], rtol=2e-4, atol=2e-5
+    )
 
 
 def test_fused_runs_match_runs_alone(make_settings):
@@ -137,9 +159,11 @@ def test_fused_runs_match_runs_alone(make_settings):
     and give each run the numbers it gets alone."""
     from deeprun.training.loop import fit_many
 
-    variants = [("trainer.seed=1", "optimizer.learning_rate=0.01", "regularizer.dropout.rate=0.1"),
-                ("trainer.seed=2", "optimizer.learning_rate=0.03", "regularizer.dropout.rate=0.3"),
-                ("trainer.seed=3", "optimizer.momentum=0.5", "regularizer.dropout.rate=0.2")]
+    variants = [
+        ("trainer.seed=1", "optimizer.learning_rate=0.01", "regularizer.dropout.rate=0.1"),
+        ("trainer.seed=2", "optimizer.learning_rate=0.03", "regularizer.dropout.rate=0.3"),
+        ("trainer.seed=3", "optimizer.momentum=0.5", "regularizer.dropout.rate=0.2"),
+    ]
     runs = [make_settings("trainer.epochs=3", "regularizer=dropout", "optimizer=momentum", *v) for v in variants]
     dataset = runs[0].data.load()
     fused = fit_many(runs, dataset)
@@ -153,11 +177,20 @@ def test_fused_runs_match_runs_alone(make_settings):
 def test_fused_runs_stop_and_reduce_lr_independently(make_settings):
     from deeprun.training.loop import fit_many
 
-    common = ("trainer.epochs=6", "optimizer=adam", "schedule=performance", "schedule.patience=1",
-              "schedule.monitor=train/accuracy", "schedule.mode=min")
-    runs = [make_settings(*common, "trainer.early_stopping.enabled=false"),
-            make_settings(*common, "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=1",
-                          "trainer.seed=5")]
+    common = (
+        "trainer.epochs=6",
+        "optimizer=adam",
+        "schedule=performance",
+        "schedule.patience=1",
+        "schedule.monitor=train/accuracy",
+        "schedule.mode=min",
+    )
+    runs = [
+        make_settings(*common, "trainer.early_stopping.enabled=false"),
+        make_settings(
+            *common, "trainer.early_stopping.mode=max", "trainer.early_stopping.patience=1", "trainer.seed=5"
+        ),
+    ]
     dataset = runs[0].data.load()
     fused = fit_many(runs, dataset)
     assert fused[0].status == "completed" and len(fused[0].history) == 6
@@ -176,8 +209,10 @@ def test_injected_hyperparameters_stay_out_of_the_compiled_programs(make_setting
     from deeprun.training.trainer import Trainer
 
     programs, results = [], []
-    for overrides in (("trainer.seed=1", "optimizer.learning_rate=0.01", "optimizer.beta_1=0.9"),
-                      ("trainer.seed=2", "optimizer.learning_rate=0.03", "optimizer.beta_1=0.8")):
+    for overrides in (
+        ("trainer.seed=1", "optimizer.learning_rate=0.01", "optimizer.beta_1=0.9"),
+        ("trainer.seed=2", "optimizer.learning_rate=0.03", "optimizer.beta_1=0.8"),
+    ):
         settings = make_settings("optimizer=nadam", "schedule=constant", *overrides)
         dataset = settings.data.load()
         trainer = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes)
@@ -185,8 +220,9 @@ def test_injected_hyperparameters_stay_out_of_the_compiled_programs(make_setting
         assert float(state.opt_state.hyperparams["learning_rate"]) == pytest.approx(settings.optimizer.learning_rate)
         assert float(state.opt_state.hyperparams["beta_1"]) == pytest.approx(settings.optimizer.beta_1)
         init_text = trainer.init_program(settings).lower(jax.random.key(0)).as_text()
-        epoch_text = trainer.epoch_fn.lower(state, member, trainer.place(DeviceData.of(dataset)), jnp.int32(0),
-                                            None).as_text()
+        epoch_text = trainer.epoch_fn.lower(
+            state, member, trainer.place(DeviceData.of(dataset)), jnp.int32(0), None
+        ).as_text()
         programs.append((init_text, epoch_text))
         results.append(fit(settings, dataset).history[-1]["train/loss"])
     assert programs[0] == programs[1]

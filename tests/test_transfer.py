@@ -16,20 +16,43 @@ from deeprun.training.loop import fit
 def source_run(tmp_path_factory):
     """A 10-class run on synthetic data with hidden layers [16, 8] (the "model A")."""
     cwd = tmp_path_factory.mktemp("source")
-    result = subprocess.run([sys.executable, "-m", "deeprun.commands.run", "data=synthetic", "model.hidden=[16,8]",
-                             "trainer.epochs=2", "optimizer=adam", "hydra.run.dir=model_a"],
-                            cwd=cwd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeprun.commands.run",
+            "data=synthetic",
+            "model.hidden=[16,8]",
+            "trainer.epochs=2",
+            "optimizer=adam",
+            "hydra.run.dir=model_a",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return cwd / "model_a"
 
 
 def binary_task(make_settings, source, *overrides):
-    return make_settings("model.hidden=[16,8]", f"model.init_from={source}", "model.head=sigmoid",
-                         "data.n_classes=2", "optimizer=sgd", "schedule=constant", *overrides)
+    return make_settings(
+        "model.hidden=[16,8]",
+        f"model.init_from={source}",
+        "model.head=sigmoid",
+        "data.n_classes=2",
+        "optimizer=sgd",
+        "schedule=constant",
+        *overrides,
+    )
 
 
 def hidden_kernels(state):
-    return [np.asarray(block["dense"]["kernel"]) for block in jax.tree.map(np.asarray, _pure(state.params))["blocks"].values()]
+    return [
+        np.asarray(block["dense"]["kernel"])
+        for block in jax.tree.map(np.asarray, _pure(state.params))["blocks"].values()
+    ]
 
 
 def _pure(params):
@@ -40,8 +63,9 @@ def _pure(params):
 
 def test_frozen_phase_keeps_the_reused_layers_and_trains_the_new_head(make_settings, source_run):
     source = load_run(source_run).state
-    settings = binary_task(make_settings, source_run, "trainer.epochs=1",
-                           "trainer.phases=[{epochs: 1, freeze: reused}]")
+    settings = binary_task(
+        make_settings, source_run, "trainer.epochs=1", "trainer.phases=[{epochs: 1, freeze: reused}]"
+    )
     result = fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))
     for got, want in zip(hidden_kernels(result.state), hidden_kernels(source), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -51,8 +75,12 @@ def test_frozen_phase_keeps_the_reused_layers_and_trains_the_new_head(make_setti
 
 def test_unfrozen_phase_fine_tunes_with_its_learning_rate(make_settings, source_run):
     source = load_run(source_run).state
-    settings = binary_task(make_settings, source_run, "trainer.epochs=3",
-                           "trainer.phases=[{epochs: 1, freeze: reused}, {epochs: 2, learning_rate: 0.05}]")
+    settings = binary_task(
+        make_settings,
+        source_run,
+        "trainer.epochs=3",
+        "trainer.phases=[{epochs: 1, freeze: reused}, {epochs: 2, learning_rate: 0.05}]",
+    )
     result = fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))
     assert [r["lr"] for r in result.history] == pytest.approx([0.01, 0.05, 0.05])
     for got, want in zip(hidden_kernels(result.state), hidden_kernels(source), strict=True):
@@ -61,8 +89,13 @@ def test_unfrozen_phase_fine_tunes_with_its_learning_rate(make_settings, source_
 
 def test_reuse_only_the_first_layer(make_settings, source_run):
     source = load_run(source_run).state
-    settings = binary_task(make_settings, source_run, "model.reuse_layers=1", "trainer.epochs=1",
-                           "trainer.phases=[{epochs: 1, freeze: reused}]")
+    settings = binary_task(
+        make_settings,
+        source_run,
+        "model.reuse_layers=1",
+        "trainer.epochs=1",
+        "trainer.phases=[{epochs: 1, freeze: reused}]",
+    )
     kernels = hidden_kernels(fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from)).state)
     np.testing.assert_array_equal(kernels[0], hidden_kernels(source)[0])
     assert not np.allclose(kernels[1], hidden_kernels(source)[1])
@@ -78,5 +111,7 @@ def test_bad_transfer_settings(make_settings, source_run, tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.epochs must equal the phases' total \(3\)"):
         make_settings("trainer.epochs=2", "trainer.phases=[{epochs: 1}, {epochs: 2}]")
     settings = make_settings("model.hidden=[32,8]", f"model.init_from={source_run}")
-    with pytest.raises(ConfigError, match=r"model.init_from: blocks/0/dense/\w+ has shape \(\d+(, 16)?,?\) in the source run"):
+    with pytest.raises(
+        ConfigError, match=r"model.init_from: blocks/0/dense/\w+ has shape \(\d+(, 16)?,?\) in the source run"
+    ):
         fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))

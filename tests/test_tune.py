@@ -19,8 +19,15 @@ from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, check_space, parse_space, set_path, tune_options
 from deeprun.sweeps.tuning import open_study, run_study
 
-FAST = ["data=synthetic", "model.hidden=[16]", "trainer.epochs=2", "trainer.checkpoint=false",
-        "trainer.plots=false", "schedule=constant", "optimizer=sgd"]
+FAST = [
+    "data=synthetic",
+    "model.hidden=[16]",
+    "trainer.epochs=2",
+    "trainer.checkpoint=false",
+    "trainer.plots=false",
+    "schedule=constant",
+    "optimizer=sgd",
+]
 LR = {"optimizer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}
 
 
@@ -30,8 +37,7 @@ def composer(*overrides: str):
 
 
 def options(space=None, **values):
-    return tune_options({"space": LR if space is None else space, "sampler": "random", "pruner": "none",
-                         **values})
+    return tune_options({"space": LR if space is None else space, "sampler": "random", "pruner": "none", **values})
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -47,57 +53,91 @@ def test_optuna_is_version_4():
     assert optuna.__version__.split(".")[0] == "4"
 
 
-@pytest.mark.parametrize("space, fragment", [
-    ({}, "tune.space is empty: choose a space file (tune/space=NAME; available: "),
-    ({"optimizer.learning_rate": {"low": 0.1, "high": 1}}, "needs a type: float, int or categorical"),
-    ({"optimizer.learning_rate": {"type": "normal", "low": 0.1, "high": 1}},
-     "tune.space.optimizer.learning_rate.type must be one of float, int, categorical"),
-    ({"optimizer.learning_rate": {"type": "float", "low": 0.1, "high": 0.1}}, "low must be < high (0.1)"),
-    ({"optimizer.learning_rate": {"type": "float", "high": 0.1}}, "needs low and high"),
-    ({"optimizer.learning_rate": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
-     "low must be > 0 with log: true"),
-    ({"optimizer.learning_rate": {"type": "float", "low": 0.1, "high": 1, "log": True, "step": 0.1}},
-     "step cannot be combined with log: true"),
-    ({"trainer.batch_size": {"type": "int", "low": 16.5, "high": 64}}, "batch_size.low must be an integer"),
-    ({"trainer.batch_size": {"type": "categorical", "choices": []}}, "batch_size.choices must not be empty"),
-    ({"trainer.batch_size": {"type": "int", "low": 16, "high": 64, "choices": [32]}},
-     "choices is for the categorical type"),
-    ({"trainer.batch_size": {"type": "categorical", "choices": [32], "low": 1}}, "low is for float and int types"),
-    ({"optimizer.learning_rate": {"type": "float", "low": 0.1, "high": 1, "lg": True}},
-     "tune.space.optimizer.learning_rate: unknown field 'lg'; valid fields: choices, high, log, low, step, type"),
-    ({"optimizer.learnin_rate": {"type": "float", "low": 0.1, "high": 1}},
-     "'optimizer.learnin_rate' is not in the config; optimizer has: clip_global_norm, clip_norm, clip_value, "
-     "learning_rate, name"),
-    ({"optimiser.learning_rate": {"type": "float", "low": 0.1, "high": 1}},
-     "'optimiser.learning_rate' is not in the config; the config has: activation, data,"),
-    ({"optimizer.learning_rate.x": {"type": "float", "low": 0.1, "high": 1}},
-     "optimizer.learning_rate has: nothing (not a mapping)"),
-    ({"optimiser": {"type": "categorical", "choices": ["sgd"]}}, "is not a config group; groups: activation, data,"),
-    ({"optimizer": {"type": "categorical", "choices": ["sgd", "lion"]}},
-     "tune.space.optimizer.choices must be options of the group (adagrad, adam,"),
-    ({"optimizer": {"type": "float", "low": 0.1, "high": 1}}, "optimizer.type must be categorical for a config group"),
-])
+@pytest.mark.parametrize(
+    "space, fragment",
+    [
+        ({}, "tune.space is empty: choose a space file (tune/space=NAME; available: "),
+        ({"optimizer.learning_rate": {"low": 0.1, "high": 1}}, "needs a type: float, int or categorical"),
+        (
+            {"optimizer.learning_rate": {"type": "normal", "low": 0.1, "high": 1}},
+            "tune.space.optimizer.learning_rate.type must be one of float, int, categorical",
+        ),
+        ({"optimizer.learning_rate": {"type": "float", "low": 0.1, "high": 0.1}}, "low must be < high (0.1)"),
+        ({"optimizer.learning_rate": {"type": "float", "high": 0.1}}, "needs low and high"),
+        (
+            {"optimizer.learning_rate": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
+            "low must be > 0 with log: true",
+        ),
+        (
+            {"optimizer.learning_rate": {"type": "float", "low": 0.1, "high": 1, "log": True, "step": 0.1}},
+            "step cannot be combined with log: true",
+        ),
+        ({"trainer.batch_size": {"type": "int", "low": 16.5, "high": 64}}, "batch_size.low must be an integer"),
+        ({"trainer.batch_size": {"type": "categorical", "choices": []}}, "batch_size.choices must not be empty"),
+        (
+            {"trainer.batch_size": {"type": "int", "low": 16, "high": 64, "choices": [32]}},
+            "choices is for the categorical type",
+        ),
+        ({"trainer.batch_size": {"type": "categorical", "choices": [32], "low": 1}}, "low is for float and int types"),
+        (
+            {"optimizer.learning_rate": {"type": "float", "low": 0.1, "high": 1, "lg": True}},
+            "tune.space.optimizer.learning_rate: unknown field 'lg'; valid fields: choices, high, log, low, step, type",
+        ),
+        (
+            {"optimizer.learnin_rate": {"type": "float", "low": 0.1, "high": 1}},
+            "'optimizer.learnin_rate' is not in the config; optimizer has: clip_global_norm, clip_norm, clip_value, "
+            "learning_rate, name",
+        ),
+        (
+            {"optimiser.learning_rate": {"type": "float", "low": 0.1, "high": 1}},
+            "'optimiser.learning_rate' is not in the config; the config has: activation, data,",
+        ),
+        (
+            {"optimizer.learning_rate.x": {"type": "float", "low": 0.1, "high": 1}},
+            "optimizer.learning_rate has: nothing (not a mapping)",
+        ),
+        (
+            {"optimiser": {"type": "categorical", "choices": ["sgd"]}},
+            "is not a config group; groups: activation, data,",
+        ),
+        (
+            {"optimizer": {"type": "categorical", "choices": ["sgd", "lion"]}},
+            "tune.space.optimizer.choices must be options of the group (adagrad, adam,",
+        ),
+        (
+            {"optimizer": {"type": "float", "low": 0.1, "high": 1}},
+            "optimizer.type must be categorical for a config group",
+        ),
+    ],
+)
 def test_bad_search_spaces_are_rejected_in_one_line(space, fragment):
     with pytest.raises(ConfigError) as error:
         check_space(parse_space(space), compose_dict(FAST))
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"n_trials": 0}, "tune.n_trials must be > 0"),
-    ({"sampler": "grid"}, "tune.sampler must be one of tpe, random"),
-    ({"pruner": "hyperband"}, "tune.pruner must be one of median, none"),
-    ({"metric": "test/accuracy"}, "tune.metric must be one of"),
-    ({"trials": 3}, "tune: unknown field 'trials'"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"n_trials": 0}, "tune.n_trials must be > 0"),
+        ({"sampler": "grid"}, "tune.sampler must be one of tpe, random"),
+        ({"pruner": "hyperband"}, "tune.pruner must be one of median, none"),
+        ({"metric": "test/accuracy"}, "tune.metric must be one of"),
+        ({"trials": 3}, "tune: unknown field 'trials'"),
+    ],
+)
 def test_bad_tune_options_are_rejected(values, fragment):
     with pytest.raises(ConfigError, match=fragment):
         tune_options({"space": LR, **values})
 
 
 def test_fields_under_a_switched_group_are_checked_per_trial_and_a_group_can_be_searched():
-    space = parse_space({"optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
-                         "optimizer.beta_1": {"type": "float", "low": 0.8, "high": 0.99}})
+    space = parse_space(
+        {
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+            "optimizer.beta_1": {"type": "float", "low": 0.8, "high": 0.99},
+        }
+    )
     check_space(space, compose_dict(FAST))  # sgd has no beta_1, adam has
     assert set_path({"a": {"b": 1, "c": 2}}, "a.b", 5) == {"a": {"b": 5, "c": 2}}
 
@@ -132,8 +172,13 @@ def test_a_study_resumes_to_n_trials_without_repeating_its_first_points(tmp_path
 def test_an_unpromising_trial_is_pruned_and_a_diverging_one_recorded_while_the_study_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     rates = [0.1, 1e-6, 1e30]  # good, hopeless (pruned after epoch 1), diverging
-    opts = options({"optimizer.learning_rate": {"type": "categorical", "choices": rates}}, n_trials=3,
-                   pruner="median", pruner_startup_trials=1, pruner_warmup_epochs=0)
+    opts = options(
+        {"optimizer.learning_rate": {"type": "categorical", "choices": rates}},
+        n_trials=3,
+        pruner="median",
+        pruner_startup_trials=1,
+        pruner_warmup_epochs=0,
+    )
     study = open_study(sweep, opts, "prune")
     for learning_rate in rates:  # in this order
         study.enqueue_trial({"optimizer.learning_rate": learning_rate})
@@ -141,7 +186,10 @@ def test_an_unpromising_trial_is_pruned_and_a_diverging_one_recorded_while_the_s
 
     rows = read_csv(sweep / TRIALS_CSV)
     assert [(row["state"], row["status"], row["epochs"]) for row in rows] == [
-        ("complete", "completed", "3"), ("pruned", "pruned", "1"), ("pruned", "diverged", "1")]
+        ("complete", "completed", "3"),
+        ("pruned", "pruned", "1"),
+        ("pruned", "diverged", "1"),
+    ]
     completed = metrics(sweep / "trials" / "0")
     best = max(completed, key=lambda record: record["val/accuracy"])  # a trial's value: its best epoch's
     assert float(rows[0]["value"]) == best["val/accuracy"] and rows[0]["best_epoch"] == str(best["epoch"])
@@ -173,9 +221,11 @@ def test_a_trial_cut_off_by_a_crash_is_marked_failed_and_tried_again(tmp_path):
 
 def test_an_invalid_sample_fails_its_trial_with_the_reason(tmp_path):
     sweep = tmp_path / "sweep"
-    space = {"optimizer": {"type": "categorical", "choices": ["sgd"]},
-             "optimizer.beta_1": {"type": "float", "low": 0.8, "high": 0.99},
-             "trainer.batch_size": {"type": "categorical", "choices": [0]}}
+    space = {
+        "optimizer": {"type": "categorical", "choices": ["sgd"]},
+        "optimizer.beta_1": {"type": "float", "low": 0.8, "high": 0.99},
+        "trainer.batch_size": {"type": "categorical", "choices": [0]},
+    }
     study = run_study(options(space, n_trials=2), composer(), sweep, log=lambda line: None)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     rows = read_csv(sweep / TRIALS_CSV)
@@ -224,8 +274,13 @@ def test_ctrl_c_saves_the_study_and_the_same_command_resumes_it(tmp_path):
     import time
 
     command = tune_command("tune/space=learning_rate", "tune.dir=sweep", "tune.n_trials=1")
-    process = subprocess.Popen([*command, "data.n_train=4000", "model.hidden=[64]", "trainer.epochs=500"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*command, "data.n_train=4000", "model.hidden=[64]", "trainer.epochs=500"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics_file, deadline = tmp_path / "sweep" / "trials" / "0" / "metrics.jsonl", time.time() + 120
     while time.time() < deadline and not (metrics_file.is_file() and metrics_file.read_text().count("\n") >= 1):
         time.sleep(0.1)
@@ -236,8 +291,7 @@ def test_ctrl_c_saves_the_study_and_the_same_command_resumes_it(tmp_path):
     [row] = read_csv(tmp_path / "sweep" / TRIALS_CSV)
     assert (row["state"], row["status"]) == ("fail", "interrupted") and 1 <= int(row["epochs"]) < 500
 
-    result = subprocess.run([*command, "trainer.epochs=1"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([*command, "trainer.epochs=1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "sweep: 0 of 1 trials done" in result.stdout
     assert "Study tune: maximize val/accuracy" in result.stdout and "best: trial 1" in result.stdout

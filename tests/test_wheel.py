@@ -20,8 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [built] = out.glob("deeprun-*.whl")
     return built
 
@@ -41,24 +45,38 @@ def installed(wheel, tmp_path_factory) -> Path:
     env = tmp_path_factory.mktemp("venv")
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     ours = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
     Path(purelib, "dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return env
 
 
 def run_installed(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(env / "bin" / "deeprun"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=clean)
+    return subprocess.run(
+        [str(env / "bin" / "deeprun"), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=clean
+    )
 
 
 def test_the_installed_deeprun_trains_from_an_empty_folder(installed, tmp_path):
-    where = subprocess.run([str(installed / "bin" / "python"), "-c", "import deeprun; print(deeprun.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", "import deeprun; print(deeprun.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert where.startswith(str(installed)), where  # the wheel's copy, not the checkout's
     result = run_installed(installed, "data=synthetic", "trainer.epochs=1", "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -52,8 +52,12 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--data", type=Path, default=None,
-                        help="folder written by `_common.py --export` (default: load with deeprun.data)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder written by `_common.py --export` (default: load with deeprun.data)",
+    )
     if extra is not None:
         extra(parser)
     return parser.parse_args()

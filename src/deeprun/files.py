@@ -35,7 +35,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as file:
+        with os.fdopen(fd, mode, newline=None if "b" in mode else "") as file:
             yield file
             file.flush()
             os.fsync(file.fileno())

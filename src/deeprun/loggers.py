@@ -80,8 +80,12 @@ class TensorBoard:
     histogram_every: int = 1  # epochs between weight histograms; 0: none (Keras's histogram_freq)
 
     def __post_init__(self) -> None:
-        require(bool(self.dir) and not Path(self.dir).is_absolute(), "logger.tensorboard.dir",
-                "must be a folder name relative to the run folder", self.dir)
+        require(
+            bool(self.dir) and not Path(self.dir).is_absolute(),
+            "logger.tensorboard.dir",
+            "must be a folder name relative to the run folder",
+            self.dir,
+        )
         require_non_negative("logger.tensorboard.histogram_every", self.histogram_every)
 
     def open(self, run_dir: Path, config: Mapping[str, Any]) -> RunLog:
@@ -120,10 +124,15 @@ def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool 
 def epoch_scalars(record: Mapping[str, Any]) -> dict[str, float]:
     """An epoch record's finite numbers by tag, with ``trainer.diagnostics``'s per-layer rows as
     ``diagnostics/<statistic>/layer_<n>`` (one chart per statistic, a line per layer)."""
-    scalars = {key: value for key, value in record.items()
-               if key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    scalars = {
+        key: value
+        for key, value in record.items()
+        if key not in _NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
     for row in record.get("diagnostics") or ():
-        scalars.update({f"diagnostics/{key}/layer_{row['layer']}": value for key, value in row.items() if key != "layer"})
+        scalars.update(
+            {f"diagnostics/{key}/layer_{row['layer']}": value for key, value in row.items() if key != "layer"}
+        )
     return {tag: float(value) for tag, value in scalars.items() if math.isfinite(value)}
 
 
@@ -152,9 +161,9 @@ class TensorBoardLog(RunLog):
         self.logdir = logdir
         self.histogram_every = histogram_every
         self.hparams = flat_hparams(config)
-        self._writer = None
+        self._writer: Any = None
         if histogram_every:
-            self.saver = self.histograms
+            self.saver = self.histograms  # type: ignore[assignment]
 
     def writer(self, first_epoch: int):
         """The event file writer, opened when this process logs its first epoch. ``purge_step`` tells
@@ -166,8 +175,11 @@ class TensorBoardLog(RunLog):
 
             # Named as TensorFlow names them (time.host.pid.n): a second writer in the same second, e.g. a
             # quickly resumed run, gets its own file instead of overwriting the first one.
-            self._writer = SummaryWriter(logdir=str(self.logdir), purge_step=first_epoch,
-                                         filename_suffix=f".{os.getpid()}.{next(_WRITER_NUMBERS)}")
+            self._writer = SummaryWriter(
+                logdir=str(self.logdir),
+                purge_step=first_epoch,
+                filename_suffix=f".{os.getpid()}.{next(_WRITER_NUMBERS)}",
+            )
         return self._writer
 
     def epoch(self, record: dict[str, Any]) -> None:

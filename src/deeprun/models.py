@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -128,10 +128,10 @@ class DenseBlock(nnx.Module):
         """(pre-activation, activation, output): the activation function's input (the Dense output, batch
         normalized when BN comes before it), its output, and the block's output (BN'd when BN comes after)."""
         pre = self.dense(x)
-        if self.placement == "before":
+        if self.norm is not None and self.placement == "before":
             pre = _batch_norm(self.norm, pre, train)
         act = self.activation(pre, train=train, key=key)
-        out = _batch_norm(self.norm, act, train) if self.placement == "after" else act
+        out = _batch_norm(self.norm, act, train) if self.norm is not None and self.placement == "after" else act
         return pre, act, out
 
 
@@ -183,11 +183,13 @@ class MLP(nnx.Module):
         """Forward pass. ``train`` selects batch statistics, random activation slopes and ``dropout``
         (whose ``placement`` says where it acts); training needs a PRNG ``key``. The dropout layer is
         an argument rather than part of the model so its rate can be a traced number (fused sweeps)."""
-        if train and key is None:
+        if not train:
+            return self.output(self.hidden(x, dropout=dropout))
+        if key is None:
             raise ValueError("training mode needs a PRNG key")
-        hidden_key, output_key = jax.random.split(key) if train else (None, None)
+        hidden_key, output_key = jax.random.split(key)
         x = self.hidden(x, train=train, key=hidden_key, dropout=dropout)
-        if train and dropout is not None:
+        if dropout is not None:
             x = dropout(x, output_key)
         return self.output(x)
 
@@ -200,7 +202,11 @@ class MLP(nnx.Module):
         dropout: Dropout | AlphaDropout | None = None,
     ) -> jax.Array:
         """The last hidden layer's output (the output layer's input, before its dropout)."""
-        keys = jax.random.split(key, 2 * len(self.blocks)) if train else [None] * (2 * len(self.blocks))
+        keys: Any = [None] * (2 * len(self.blocks))
+        if train:
+            if key is None:
+                raise ValueError("training mode needs a PRNG key")
+            keys = jax.random.split(key, 2 * len(self.blocks))
         if self.input_norm is not None:
             x = _batch_norm(self.input_norm, x, train)
         for i, block in enumerate(self.blocks):

@@ -49,7 +49,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if dataclasses.is_dataclass(annotation):
         require(isinstance(value, Mapping), where, "must be a mapping", value)
-        return from_mapping(annotation, value, where)
+        return from_mapping(typing.cast(type, annotation), value, where)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -64,9 +64,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         require(value in args, where, f"must be one of {', '.join(map(str, args))}", value)
         return value
     if origin in (tuple, list, Sequence) or annotation in (tuple, list):
-        require(
-            isinstance(value, Sequence) and not isinstance(value, str), where, "must be a list", value
-        )
+        require(isinstance(value, Sequence) and not isinstance(value, str), where, "must be a list", value)
         item_type = args[0] if args else Any
         return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
@@ -93,24 +91,19 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     dataclass's ``__post_init__``.
     """
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}
     prefix = f"{where}: " if where else ""
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{prefix}unknown field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"{prefix}unknown field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}")
     missing = [
         name
         for name, f in fields.items()
-        if name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{prefix}missing required field {missing[0]!r}")
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}" if where else name)
-              for name, value in values.items()}
+    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in values.items()}
     return cls(**kwargs)
 
 
@@ -196,9 +189,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> type[T]:
         if name not in self._entries:
-            raise ConfigError(
-                f"{self.group}: unknown option {name!r}; valid options: {', '.join(self.names())}"
-            )
+            raise ConfigError(f"{self.group}: unknown option {name!r}; valid options: {', '.join(self.names())}")
         return self._entries[name]
 
     def build(self, config: Mapping[str, Any]) -> T:
@@ -212,3 +203,18 @@ class Registry(Generic[T]):
     def default(self, name: str) -> T:
         """The option with all its defaults (handy in tests and plots)."""
         return self.build({"name": name})
+
+
+def plain_mapping(config: Any, resolve: bool = True) -> dict[str, Any]:
+    """A ``DictConfig`` or the path of a YAML file as a plain ``dict``; ``resolve=False`` keeps
+    interpolations (``${now:...}``) as text."""
+    from pathlib import Path
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(config, (str, Path)):
+        config = OmegaConf.load(config)
+    container = OmegaConf.to_container(config, resolve=resolve) if isinstance(config, DictConfig) else config
+    if not isinstance(container, dict):
+        raise ConfigError(f"expected a mapping, got {type(container).__name__}")
+    return typing.cast(dict[str, Any], container)

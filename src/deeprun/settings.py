@@ -17,7 +17,15 @@ from deeprun.data import DATASETS
 from deeprun.loggers import LOGGERS
 from deeprun.models import MODELS, ModelSpec
 from deeprun.monitor import Monitor
-from deeprun.registry import ConfigError, Registry, from_mapping, require, require_non_negative, require_positive
+from deeprun.registry import (
+    ConfigError,
+    Registry,
+    from_mapping,
+    plain_mapping,
+    require,
+    require_non_negative,
+    require_positive,
+)
 from deeprun.techniques.activations import ACTIVATIONS, ActivationSpec
 from deeprun.techniques.initializers import INITIALIZERS, Initializer
 from deeprun.techniques.normalization import NORMALIZATIONS, Normalization
@@ -155,19 +163,24 @@ TOP_LEVEL_FIELDS = ("name",)
 def config_groups() -> dict[str, str | None]:
     """Every config group of ``conf/config.yaml``'s defaults list (Hydra's own excluded: :data:`GROUPS`
     plus ``preset`` and ``experiment``) and the option it selects."""
-    from omegaconf import OmegaConf
 
-    entries = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "config.yaml"))["defaults"]
-    return {group: option for entry in entries if isinstance(entry, dict)
-            for group, option in entry.items() if not group.startswith("override ")}
+    entries = plain_mapping(CONFIG_DIR / "config.yaml", resolve=False)["defaults"]
+    return {
+        group: option
+        for entry in entries
+        if isinstance(entry, dict)
+        for group, option in entry.items()
+        if not group.startswith("override ")
+    }
 
 
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
     """Validate a composed config (a plain mapping) into :class:`Settings`."""
     unknown = sorted(set(config) - set(GROUP_KEYS) - set(TOP_LEVEL_FIELDS))
     if unknown:
-        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid keys: "
-                          f"{', '.join((*GROUP_KEYS, *TOP_LEVEL_FIELDS))}")
+        raise ConfigError(
+            f"unknown top-level key {unknown[0]!r}; valid keys: {', '.join((*GROUP_KEYS, *TOP_LEVEL_FIELDS))}"
+        )
     missing = [group.key for group in GROUPS if group.key not in config and group.absent is None]
     if missing:
         raise ConfigError(f"missing config group {missing[0]!r}")
@@ -187,14 +200,16 @@ def _check_combinations(settings: Settings) -> None:
             True,
         )
     if any(phase.freeze == "reused" for phase in settings.trainer.phases):
-        require(settings.model.init_from is not None, "trainer.phases.freeze", "reused needs model.init_from",
-                "reused")
+        require(settings.model.init_from is not None, "trainer.phases.freeze", "reused needs model.init_from", "reused")
     if any(phase.learning_rate is not None for phase in settings.trainer.phases):
         resolved = settings.schedule.resolve(settings.optimizer.learning_rate, 1, settings.trainer.epochs)
-        require(not resolved.sets_learning_rate, "trainer.phases.learning_rate",
-                "needs a schedule that leaves the rate to the optimizer (constant or performance)",
-                type(settings.schedule).__name__)
-    if settings.regularization.l2 is not None and getattr(settings.optimizer, "weight_decay", 0):
+        require(
+            not resolved.sets_learning_rate,
+            "trainer.phases.learning_rate",
+            "needs a schedule that leaves the rate to the optimizer (constant or performance)",
+            type(settings.schedule).__name__,
+        )
+    if settings.regularization.l2 is not None and getattr(settings.optimizer, "weight_decay", None):
         raise ConfigError(
             "regularizer: l2 together with adamw's weight_decay penalizes the weights twice; "
             "use one of them (the book: prefer AdamW's weight decay to l2 with Adam)"
@@ -207,6 +222,8 @@ def advisories(settings: Settings) -> list[str]:
 
     notes = []
     if isinstance(settings.regularization.dropout, AlphaDropout) and settings.normalization.placement != "none":
-        notes.append("alpha dropout with batch norm: alpha dropout keeps a self-normalizing (SELU) net's "
-                     "mean and variance, which batch norm already fixes; the book pairs it with SELU and no BN")
+        notes.append(
+            "alpha dropout with batch norm: alpha dropout keeps a self-normalizing (SELU) net's "
+            "mean and variance, which batch norm already fixes; the book pairs it with SELU and no BN"
+        )
     return notes

@@ -16,8 +16,18 @@ def main() -> None:
 
     outputs = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs")
     doc = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/reproduction.md")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     import os
 
     machine = f"{cpu}, {os.cpu_count()} cores (CPU only)"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deeprun.exit_codes import ExitCode
+from deeprun.registry import plain_mapping
 from deeprun.settings import CONFIG_DIR, GROUPS, config_groups
 
 
@@ -59,7 +60,8 @@ def dataclass_defaults(cls: type) -> dict[str, Any]:
             continue
         if field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
-            values[field.name] = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+            is_instance = dataclasses.is_dataclass(default) and not isinstance(default, type)
+            values[field.name] = dataclasses.asdict(default) if is_instance else default
         else:
             values[field.name] = None if field.default is dataclasses.MISSING else field.default
     return flatten(values)
@@ -67,13 +69,12 @@ def dataclass_defaults(cls: type) -> dict[str, Any]:
 
 def registry_options(group: str, registry, conf: Path) -> list[Option]:
     """Every registered option (and any YAML without one, like ``regularizer=none``) with YAML values."""
-    from omegaconf import OmegaConf
 
     names = sorted(set(registry.names()) | {path.stem for path in (conf / group).glob("*.yaml")})
     options = []
     for name in names:
         path = conf / group / f"{name}.yaml"
-        values = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+        values = plain_mapping(path, resolve=False) if path.is_file() else {}
         if group == "regularizer":  # the only group whose YAML is {option: fields}: several combine
             values = values.get(name) or {}
         values = flatten({k: v for k, v in values.items() if k != "name"})
@@ -84,13 +85,16 @@ def registry_options(group: str, registry, conf: Path) -> list[Option]:
 
 def yaml_options(group: str, conf: Path) -> list[Option]:
     """A group without a registry: each YAML's values; a preset's ``override /g: o`` lines as ``g: o``."""
-    from omegaconf import OmegaConf
 
     options = []
     for path in sorted((conf / group).glob("*.yaml")):
-        values = OmegaConf.to_container(OmegaConf.load(path))
-        overrides = {key.removeprefix("override /"): option for entry in values.pop("defaults", [])
-                     if isinstance(entry, dict) for key, option in entry.items()}
+        values = plain_mapping(path, resolve=False)
+        overrides = {
+            key.removeprefix("override /"): option
+            for entry in values.pop("defaults", [])
+            if isinstance(entry, dict)
+            for key, option in entry.items()
+        }
         fields = {**overrides, **flatten({k: v for k, v in values.items() if k != "name"})}
         if group == "trainer":
             from deeprun.settings import TrainerSettings

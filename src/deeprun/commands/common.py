@@ -43,8 +43,11 @@ def quiet_launcher_schema_warning() -> None:
     deeprun's presets write out every field, so they work the same once the check is gone: the
     warning says nothing to a user, and is silenced for these three files only."""
     warnings.filterwarnings(
-        "ignore", message=r"\s*'hydra/launcher/(joblib|submitit_local|submitit_slurm)' is validated against "
-        "ConfigStore schema", category=UserWarning)
+        "ignore",
+        message=r"\s*'hydra/launcher/(joblib|submitit_local|submitit_slurm)' is validated against "
+        "ConfigStore schema",
+        category=UserWarning,
+    )
 
 
 @contextlib.contextmanager
@@ -123,8 +126,9 @@ def one_line(message: str) -> str:
     return "; ".join(line for line in lines if "HYDRA_FULL_ERROR" not in line)
 
 
-def run_folder_command(program: str, usage: str, options_cls: type[T], action: Callable[[Path, T], Any],
-                       argv: Sequence[str] | None = None) -> Any:
+def run_folder_command(
+    program: str, usage: str, options_cls: type[T], action: Callable[[Path, T], Any], argv: Sequence[str] | None = None
+) -> Any:
     """The front of the commands that work on a finished run (``deeprun-eval``, ``-prune``, ``-export``):
     ``PROGRAM RUN_DIR key=value ...``. ``-h``/``--help`` prints ``usage``; bad input (a ConfigError) ends
     with one ``PROGRAM: error:`` line and exit 2. Returns ``action(run_dir, options)``."""

@@ -65,8 +65,13 @@ def results_table(summary: dict[str, Any]) -> Table:
         return f"{values[key]:.4f}" if key in values else "-"
 
     for metric in ("loss", "accuracy"):
-        table.add_row(metric, cell(final, f"train/{metric}"), cell(final, f"val/{metric}"),
-                      cell(best, f"val/{metric}"), cell(test, metric))
+        table.add_row(
+            metric,
+            cell(final, f"train/{metric}"),
+            cell(final, f"val/{metric}"),
+            cell(best, f"val/{metric}"),
+            cell(test, metric),
+        )
     params = summary["params"]
     steady = summary["steady_epoch_time_s"]
     table.caption = (

@@ -40,8 +40,12 @@ def tables(report: dict[str, Any]):
     for column in ("model", "test accuracy", "argmax agreement", "max |Δlogit|"):
         checks.add_column(column, justify="left" if column == "model" else "right")
     for label, check in report["checks"].items():
-        checks.add_row(label, f"{check['test_accuracy']:.4f}", f"{check['argmax_agreement']:.4f}",
-                       f"{check['max_abs_logit_diff']:.2e}")
+        checks.add_row(
+            label,
+            f"{check['test_accuracy']:.4f}",
+            f"{check['argmax_agreement']:.4f}",
+            f"{check['max_abs_logit_diff']:.2e}",
+        )
     result = [checks]
     if report["latency"]:
         sizes = sorted({row["batch_size"] for row in report["latency"]})

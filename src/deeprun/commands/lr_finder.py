@@ -16,11 +16,11 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deeprun.commands.common import JOB, fail, run_hydra_app
 from deeprun.files import atomic_open
-from deeprun.registry import ConfigError
+from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
 from deeprun.training.lr_finder import finder_config, suggest_max_rate
 
@@ -36,13 +36,14 @@ def _main(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = plain_mapping(cfg)
         data = settings_from_config({k: v for k, v in config.items() if k != "lr_finder"}).data.load()
         settings = settings_from_config(finder_config(config, len(data.y_train)))
     except ConfigError as error:
         fail(str(error), run_dir)
     result = fit(settings, data)
     losses = result.batch_losses
+    assert losses is not None  # fit keeps every step's loss
     schedule = settings.schedule.resolve(settings.optimizer.learning_rate, len(losses), 1)
     rates = learning_rate_curve(schedule, len(losses), 1)
     suggestion = suggest_max_rate(rates, losses)
@@ -50,17 +51,26 @@ def _main(cfg: DictConfig) -> None:
         writer = csv.writer(f)
         writer.writerow(["step", "learning_rate", "loss"])
         writer.writerows(zip(range(len(losses)), rates.tolist(), losses.tolist(), strict=True))
-    write_json(run_dir / "lr_finder.json", {
-        "iterations": len(losses), "min_rate": float(rates[0]), "max_rate": float(rates[-1]),
-        "epoch_loss": result.history[0]["train/loss"], "epoch_accuracy": result.history[0]["train/accuracy"],
-        "lowest_loss": float(np.nanmin(losses)), "suggested_max_rate": suggestion,
-    })
+    write_json(
+        run_dir / "lr_finder.json",
+        {
+            "iterations": len(losses),
+            "min_rate": float(rates[0]),
+            "max_rate": float(rates[-1]),
+            "epoch_loss": result.history[0]["train/loss"],
+            "epoch_accuracy": result.history[0]["train/accuracy"],
+            "lowest_loss": float(np.nanmin(losses)),
+            "suggested_max_rate": suggestion,
+        },
+    )
     from deeprun.reports.figures import lr_finder_figure
 
     lr_finder_figure(rates, losses, run_dir / "lr_finder.png")
-    console.print(f"LR finder: {len(losses)} batches, rate {rates[0]:.3g} → {rates[-1]:.3g}; epoch loss "
-                  f"{result.history[0]['train/loss']:.4f}, lowest batch loss {np.nanmin(losses):.4f} at rate "
-                  f"{suggestion:.3g} (suggested max rate)")
+    console.print(
+        f"LR finder: {len(losses)} batches, rate {rates[0]:.3g} → {rates[-1]:.3g}; epoch loss "
+        f"{result.history[0]['train/loss']:.4f}, lowest batch loss {np.nanmin(losses):.4f} at rate "
+        f"{suggestion:.3g} (suggested max rate)"
+    )
     console.print(f"run folder: {run_dir}")
 
 

@@ -28,16 +28,24 @@ def tables(report: dict[str, Any]):
         layers.add_column(column, justify="left" if column == "layer" else "right")
     for row in [*report["layers"], {"name": "total", "shape": None, **report["total"]}]:
         shape = "×".join(map(str, row["shape"])) if row["shape"] else f"{row['weights']:,}"
-        layers.add_row(row["name"], shape, f"{row['zeros_before']:,}", f"{row['zeros_after']:,}",
-                       f"{row['sparsity']:.1%}")
-    metrics = Table(caption=f"loss includes the l1/l2 penalty: {report['before']['penalty']:.4g} before, "
-                            f"{report['after']['penalty']:.4g} after")
+        layers.add_row(
+            row["name"], shape, f"{row['zeros_before']:,}", f"{row['zeros_after']:,}", f"{row['sparsity']:.1%}"
+        )
+    metrics = Table(
+        caption=f"loss includes the l1/l2 penalty: {report['before']['penalty']:.4g} before, "
+        f"{report['after']['penalty']:.4g} after"
+    )
     for column in ("split", "loss before", "loss after", "accuracy before", "accuracy after"):
         metrics.add_column(column, justify="left" if column == "split" else "right")
     for split in ("val", "test"):
         before, after = report["before"][split], report["after"][split]
-        metrics.add_row(split, f"{before['loss']:.4f}", f"{after['loss']:.4f}", f"{before['accuracy']:.4f}",
-                        f"{after['accuracy']:.4f}")
+        metrics.add_row(
+            split,
+            f"{before['loss']:.4f}",
+            f"{after['loss']:.4f}",
+            f"{before['accuracy']:.4f}",
+            f"{after['accuracy']:.4f}",
+        )
     return layers, metrics
 
 

@@ -24,8 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", type=Path, help="folder of run folders")
     parser.add_argument("--no-figures", action="store_true", help="write only the CSV and Markdown tables")
-    parser.add_argument("--book", metavar="EXPERIMENT", help="also write REPORT.md comparing with the book's "
-                        "numbers for this chapter-11 experiment (see deeprun.reports.book.EXPERIMENTS)")
+    parser.add_argument(
+        "--book",
+        metavar="EXPERIMENT",
+        help="also write REPORT.md comparing with the book's "
+        "numbers for this chapter-11 experiment (see deeprun.reports.book.EXPERIMENTS)",
+    )
     return parser
 
 
@@ -34,16 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from deeprun.reports.book import EXPERIMENTS
 
     if args.book is not None and args.book not in EXPERIMENTS:
-        print(f"deeprun-report: error: unknown experiment {args.book!r}; valid: {', '.join(EXPERIMENTS)}",
-              file=sys.stderr)
+        print(
+            f"deeprun-report: error: unknown experiment {args.book!r}; valid: {', '.join(EXPERIMENTS)}", file=sys.stderr
+        )
         return ExitCode.BAD_INPUT
     for folder in args.dirs:
         if not folder.is_dir():
             print(f"deeprun-report: error: {folder} is not a directory", file=sys.stderr)
             return ExitCode.BAD_INPUT
         if not collect_runs(folder):
-            print(f"deeprun-report: error: no runs in {folder} (no folder with summary.json or .hydra/)",
-                  file=sys.stderr)
+            print(
+                f"deeprun-report: error: no runs in {folder} (no folder with summary.json or .hydra/)", file=sys.stderr
+            )
             return ExitCode.BAD_INPUT
     for index, folder in enumerate(args.dirs):
         csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures)

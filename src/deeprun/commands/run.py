@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deeprun.commands.common import (
     JOB,
@@ -26,7 +26,7 @@ from deeprun.commands.common import (
     stop_on_interrupt,
 )
 from deeprun.exit_codes import ExitCode
-from deeprun.registry import ConfigError
+from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
 from deeprun.training.trainer import configure_compilation_cache
 
@@ -54,7 +54,7 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     from deeprun.settings import advisories, settings_from_config
     from deeprun.training.trainer import training_devices
 
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain_mapping(cfg)
     settings = settings_from_config(config)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -93,18 +93,31 @@ def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any
     folders = [RunFolder(run.run_dir) for run in runs]
     epochs = runs[0].settings.trainer.epochs
     title = runs[0].label if len(runs) == 1 else f"{len(runs)} fused runs ({', '.join(r.label for r in runs)})"
-    console.print(f"[bold]deeprun[/] {title}: {dataset.name} "
-                  f"({len(dataset.y_train):,} train / {len(dataset.y_val):,} val / {len(dataset.y_test):,} test)")
+    console.print(
+        f"[bold]deeprun[/] {title}: {dataset.name} "
+        f"({len(dataset.y_train):,} train / {len(dataset.y_val):,} val / {len(dataset.y_test):,} test)"
+    )
     logs = [run.settings.logger.open(run.run_dir, run.config) for run in runs]
-    savers = [all_of(folder.epoch_checkpoints.save if run.settings.trainer.checkpoint else None, log.saver)
-              for run, folder, log in zip(runs, folders, logs, strict=True)]
+    savers = [
+        all_of(folder.epoch_checkpoints.save if run.settings.trainer.checkpoint else None, log.saver)
+        for run, folder, log in zip(runs, folders, logs, strict=True)
+    ]
     resume_from = resume_point_loader(folders[0]) if runs[0].settings.trainer.resume is not None else None
     with EpochProgress(epochs, title) as progress, stop_on_interrupt() as stop:
-        callbacks = [[folder.append_metrics, progress.printer(run.label if len(runs) > 1 else ""), log.epoch]
-                     for run, folder, log in zip(runs, folders, logs, strict=True)]
+        callbacks = [
+            [folder.append_metrics, progress.printer(run.label if len(runs) > 1 else ""), log.epoch]
+            for run, folder, log in zip(runs, folders, logs, strict=True)
+        ]
         try:
-            results = fit_many([run.settings for run in runs], dataset, callbacks, savers, resume_from, stop,
-                               [run.donor for run in runs])
+            results = fit_many(
+                [run.settings for run in runs],
+                dataset,
+                callbacks,
+                savers,
+                resume_from,
+                stop,
+                [run.donor for run in runs],
+            )
         except BaseException:
             for log in logs:
                 log.close()
@@ -116,8 +129,9 @@ def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any
     summaries = []
     for run, folder, result, log in zip(runs, folders, results, logs, strict=True):
         trainer = run.settings.trainer
-        summary = folder.finish(result, run.settings.name, wall_time_s, checkpoint=trainer.checkpoint,
-                                plots=trainer.plots)
+        summary = folder.finish(
+            result, run.settings.name, wall_time_s, checkpoint=trainer.checkpoint, plots=trainer.plots
+        )
         log.finish(summary)
         if len(runs) == 1:
             console.print(results_table(summary))
@@ -170,8 +184,7 @@ def sweep_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def exit_interrupted(summary: dict[str, Any], run_dir: Path) -> None:
-    print(f"deeprun: interrupted after epoch {summary['epochs_completed']}; its state is in {run_dir}",
-          file=sys.stderr)
+    print(f"deeprun: interrupted after epoch {summary['epochs_completed']}; its state is in {run_dir}", file=sys.stderr)
     sys.exit(ExitCode.INTERRUPTED)
 
 

@@ -28,17 +28,18 @@ from typing import Any
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deeprun.commands.common import JOB, fail, run_hydra_app
 from deeprun.files import atomic_open
-from deeprun.registry import ConfigError
+from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
 from deeprun.training.signal import STATISTICS, SignalOptions, SignalStats, propagate
 
 
-def write_outputs(stats: SignalStats, options: SignalOptions, config: dict[str, Any], out_dir: Path,
-                  title: str) -> None:
+def write_outputs(
+    stats: SignalStats, options: SignalOptions, config: dict[str, Any], out_dir: Path, title: str
+) -> None:
     """``signal.csv`` (every layer), ``signal.json`` (options and table) and ``signal.png``."""
     from deeprun.files import write_json
     from deeprun.reports.figures import signal_figure
@@ -46,12 +47,16 @@ def write_outputs(stats: SignalStats, options: SignalOptions, config: dict[str, 
     with atomic_open(out_dir / "signal.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["depth", *STATISTICS])
-        writer.writerows(zip(stats.depths.tolist(), *(getattr(stats, s).tolist() for s in STATISTICS),
-                             strict=True))
-    write_json(out_dir / "signal.json", {
-        "initializer": config["initializer"], "activation": config["activation"],
-        "options": {**options.__dict__}, "table": stats.rows(options.every),
-    })
+        writer.writerows(zip(stats.depths.tolist(), *(getattr(stats, s).tolist() for s in STATISTICS), strict=True))
+    write_json(
+        out_dir / "signal.json",
+        {
+            "initializer": config["initializer"],
+            "activation": config["activation"],
+            "options": {**options.__dict__},
+            "table": stats.rows(options.every),
+        },
+    )
     signal_figure(stats.depths, {s: getattr(stats, s) for s in STATISTICS}, out_dir / "signal.png", title=title)
 
 
@@ -83,17 +88,20 @@ def _main(cfg: DictConfig) -> None:
     from deeprun.techniques.initializers import INITIALIZERS
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain_mapping(cfg)
     try:
         initializer = INITIALIZERS.build(config["initializer"])
         activation = ACTIVATIONS.build(config["activation"])
-        options = from_mapping(SignalOptions, {k: v for k, v in config.items()
-                                               if k not in ("initializer", "activation")}, "")
+        options = from_mapping(
+            SignalOptions, {k: v for k, v in config.items() if k not in ("initializer", "activation")}, ""
+        )
     except ConfigError as error:
         fail(str(error), out_dir)
     stats = propagate(initializer, activation, options)
-    title = (f"{config['initializer']['name']} × {config['activation']['name']}: {options.layers} layers of "
-             f"{options.width} units, batch {options.batch}, seed {options.seed}")
+    title = (
+        f"{config['initializer']['name']} × {config['activation']['name']}: {options.layers} layers of "
+        f"{options.width} units, batch {options.batch}, seed {options.seed}"
+    )
     write_outputs(stats, options, config, out_dir, title)
     console.print(title)
     console.print(signal_table(stats, options.every))

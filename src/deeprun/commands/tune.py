@@ -9,11 +9,11 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deeprun.commands.common import JOB, fail, run_hydra_app, stop_on_interrupt
 from deeprun.exit_codes import ExitCode
-from deeprun.registry import ConfigError
+from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, Compose, TuneOptions, tune_options
 from deeprun.sweeps.tuning import Interrupted, best_trial, cell, run_study, trial_rows
@@ -25,16 +25,26 @@ def results_table(study, options: TuneOptions):
 
     best = best_trial(study)
     table = Table(title=f"Study {study.study_name}: {options.optuna_direction} {options.metric}")
-    headers = {"number": "#", "status": "status", "value": options.metric, "best_epoch": "best epoch",
-               "epochs": "epochs", "duration_s": "seconds", **{path: path for path in options.space}}
+    headers = {
+        "number": "#",
+        "status": "status",
+        "value": options.metric,
+        "best_epoch": "best epoch",
+        "epochs": "epochs",
+        "duration_s": "seconds",
+        **{path: path for path in options.space},
+    }
     for column, header in headers.items():
         table.add_column(header, justify="left" if column == "status" else "right", overflow="fold")
     for row in trial_rows(study, options):
         style = "bold" if best is not None and row["number"] == best.number else None
         table.add_row(*(cell(row[column], markdown=True) for column in headers), style=style)
-    table.caption = ("no trial completed" if best is None else
-                     f"best: trial {best.number}, {options.metric} {best.value:.4f} "
-                     f"(epoch {best.user_attrs.get('best_epoch')}), {best.user_attrs.get('run_dir')}")
+    table.caption = (
+        "no trial completed"
+        if best is None
+        else f"best: trial {best.number}, {options.metric} {best.value:.4f} "
+        f"(epoch {best.user_attrs.get('best_epoch')}), {best.user_attrs.get('run_dir')}"
+    )
     return table
 
 
@@ -54,7 +64,7 @@ def hydra_compose(config_name: str, overrides: Sequence[str]) -> Compose:
             cfg = compose(config_name=config_name, overrides=[*overrides, *groups])
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError(" ".join(str(error).split())) from None
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = plain_mapping(cfg)
         config.pop("tune")
         return config
 
@@ -69,11 +79,16 @@ def _main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     sweep_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        options = tune_options(OmegaConf.to_container(cfg.tune, resolve=True))
-        compose = hydra_compose(hydra_cfg.job.config_name, list(hydra_cfg.overrides.task))
+        options = tune_options(plain_mapping(cfg.tune))
+        compose = hydra_compose(str(hydra_cfg.job.config_name), list(hydra_cfg.overrides.task))
         with stop_on_interrupt() as stop:
-            study = run_study(options, compose, sweep_dir, stop=stop,
-                              log=lambda line: console.print(line, markup=False, soft_wrap=True))
+            study = run_study(
+                options,
+                compose,
+                sweep_dir,
+                stop=stop,
+                log=lambda line: console.print(line, markup=False, soft_wrap=True),
+            )
     except ConfigError as error:
         fail(str(error), sweep_dir)
     except Interrupted as error:

@@ -114,7 +114,7 @@ def extract_members(
             for member in tar:
                 name = wanted.get(member.name.removeprefix("./"))
                 source = tar.extractfile(member) if name is not None and member.isfile() else None
-                if source is None:
+                if name is None or source is None:
                     continue
                 with atomic_open(destination / name, "wb") as out:
                     shutil.copyfileobj(source, out)

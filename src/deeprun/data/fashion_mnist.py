@@ -160,9 +160,7 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     expected_bytes = header_bytes + int(np.prod(shape))
     if len(raw) != expected_bytes:
         state = "truncated" if len(raw) < expected_bytes else "corrupt (trailing bytes)"
-        raise fashion_mnist_error(
-            f"{path} is {state}: {len(raw)} bytes for shape {shape}, expected {expected_bytes}"
-        )
+        raise fashion_mnist_error(f"{path} is {state}: {len(raw)} bytes for shape {shape}, expected {expected_bytes}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(shape)
 
 

@@ -10,7 +10,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def locate_files(
     return download()
 
 
-def md5_copy(source: BinaryIO, out: BinaryIO | None = None, chunk_bytes: int = 1 << 20) -> str:
+def md5_copy(source: BinaryIO, out: IO[bytes] | None = None, chunk_bytes: int = 1 << 20) -> str:
     """MD5 of everything ``source`` still holds, copying it to ``out`` on the way (unless None)."""
     digest = hashlib.md5()
     while chunk := source.read(chunk_bytes):

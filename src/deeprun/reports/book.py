@@ -56,10 +56,14 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             "Batch normalization after vs before the activation (SGD 0.01, 2 epochs)",
             "3rd ed. notebook [ml3], §3.2",
             (
-                BookRun("BN after activation (+ input BN)", ("normalization=batchnorm",),
-                        _final(0.4083, 0.8561, 0.3676, 0.8650)),
-                BookRun("BN before activation", ("normalization=batchnorm_before",),
-                        _final(0.4275, 0.8500, 0.3752, 0.8646)),
+                BookRun(
+                    "BN after activation (+ input BN)",
+                    ("normalization=batchnorm",),
+                    _final(0.4083, 0.8561, 0.3676, 0.8650),
+                ),
+                BookRun(
+                    "BN before activation", ("normalization=batchnorm_before",), _final(0.4275, 0.8500, 0.3752, 0.8646)
+                ),
             ),
         ),
         BookExperiment(
@@ -68,13 +72,19 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             "3rd ed. notebook [ml3], §3.3",
             (
                 BookRun("model A (8 classes), 20 epochs", ("name=model_A",), _final(0.2520, 0.9125, 0.2728, 0.9027)),
-                BookRun("model B from scratch (mean over seeds)", ("name=model_B",),
-                        {"test/loss": 0.4317, "test/accuracy": 0.9185}),
-                BookRun("B-on-A: 4 epochs frozen + 16 (mean over seeds)", ("name=model_B_on_A",),
-                        {"test/loss": 0.2546, "test/accuracy": 0.9385}),
+                BookRun(
+                    "model B from scratch (mean over seeds)",
+                    ("name=model_B",),
+                    {"test/loss": 0.4317, "test/accuracy": 0.9185},
+                ),
+                BookRun(
+                    "B-on-A: 4 epochs frozen + 16 (mean over seeds)",
+                    ("name=model_B_on_A",),
+                    {"test/loss": 0.2546, "test/accuracy": 0.9385},
+                ),
             ),
             notes="The author calls the gain cherry-picked (spec note 6): check its direction over the seeds "
-                  "(B-on-A's mean test accuracy above B's), not the digits.",
+            "(B-on-A's mean test accuracy above B's), not the digits.",
         ),
         BookExperiment(
             "optimizers",
@@ -90,23 +100,33 @@ EXPERIMENTS: dict[str, BookExperiment] = {
                 BookRun("Nadam(0.001)", ("optimizer=nadam",), _final(0.2402, 0.9091, 0.3813, 0.8740)),
                 BookRun("AdamW(0.001)", ("optimizer=adamw",), _final(0.2483, 0.9054, 0.3696, 0.8702)),
             ),
-            notes="The notebook's \"SGD\" row was really SGD(0.001, momentum=0.9) (spec note 1), so it is the "
-                  "Momentum row. The book's AdamW is TensorFlow-Addons' (decay not multiplied by the lr, "
-                  "wd=1e-5); the sweep uses optax/Keras-3 semantics with weight_decay=0.01 (spec note 5).",
+            notes='The notebook\'s "SGD" row was really SGD(0.001, momentum=0.9) (spec note 1), so it is the '
+            "Momentum row. The book's AdamW is TensorFlow-Addons' (decay not multiplied by the lr, "
+            "wd=1e-5); the sweep uses optax/Keras-3 semantics with weight_decay=0.01 (spec note 5).",
         ),
         BookExperiment(
             "schedules",
             "Learning-rate schedules with per-epoch callbacks, 25 epochs (build_model(), batch 32)",
             "3rd ed. notebook [ml3] (2023 re-run), §3.5",
             (
-                BookRun("exponential per epoch, 0.01·0.1^(epoch/20)", ("schedule.unit=epoch",),
-                        _final(0.2896, 0.8962, 0.3296, 0.8812)),
-                BookRun("exponential per step, s = 25·1719", ("schedule.unit=step",),
-                        _final(0.2871, 0.8969, 0.3352, 0.8802)),
-                BookRun("piecewise 0.01/0.005/0.001 at epochs 5, 15 (Nadam)", ("schedule=piecewise",),
-                        _final(0.2587, 0.9038, 0.4726, 0.8770)),
-                BookRun("performance (ReduceLROnPlateau 0.5, patience 5)", ("schedule=performance",),
-                        _final(0.2276, 0.9174, 0.3205, 0.8868)),
+                BookRun(
+                    "exponential per epoch, 0.01·0.1^(epoch/20)",
+                    ("schedule.unit=epoch",),
+                    _final(0.2896, 0.8962, 0.3296, 0.8812),
+                ),
+                BookRun(
+                    "exponential per step, s = 25·1719", ("schedule.unit=step",), _final(0.2871, 0.8969, 0.3352, 0.8802)
+                ),
+                BookRun(
+                    "piecewise 0.01/0.005/0.001 at epochs 5, 15 (Nadam)",
+                    ("schedule=piecewise",),
+                    _final(0.2587, 0.9038, 0.4726, 0.8770),
+                ),
+                BookRun(
+                    "performance (ReduceLROnPlateau 0.5, patience 5)",
+                    ("schedule=performance",),
+                    _final(0.2276, 0.9174, 0.3205, 0.8868),
+                ),
             ),
         ),
         BookExperiment(
@@ -121,8 +141,11 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             "3rd ed. notebook [ml3], §3.6",
             (
                 BookRun("l2(0.01) incl. output layer", ("regularizer=l2",), _final(1.4263, 0.8159, 1.1269, 0.8182)),
-                BookRun("dropout(0.2)", ("regularizer=dropout",),
-                        {**_final(0.3903, 0.8552, 0.3453, 0.8732), "test/loss": 0.3629, "test/accuracy": 0.8700}),
+                BookRun(
+                    "dropout(0.2)",
+                    ("regularizer=dropout",),
+                    {**_final(0.3903, 0.8552, 0.3453, 0.8732), "test/loss": 0.3629, "test/accuracy": 0.8700},
+                ),
                 BookRun("max_norm(1)", ("regularizer=max_norm",), _final(0.3169, 0.8809, 0.3907, 0.8578)),
             ),
         ),
@@ -135,7 +158,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
                 BookRun("ReLU", ("activation=relu",), _final(0.7892, 0.6875, 0.7485, 0.7054)),
             ),
             notes="Deep nets are sensitive to the initial draw: compare the ordering (SELU trains, ReLU lags) "
-                  "more than the digits.",
+            "more than the digits.",
             tolerance={"accuracy": 0.05, "loss": 0.30},
         ),
         BookExperiment(
@@ -143,19 +166,34 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             "Exercise 8 on CIFAR-10: 20×100 nets, Nadam, early stopping (patience 20, best weights restored)",
             "3rd ed. notebook [ml3], §3.7",
             (
-                BookRun("8b baseline: swish + He, raw pixels, Nadam 5e-5", ("optimizer.learning_rate=5e-5",),
-                        {"best/val/loss": 1.5062, "best/val/accuracy": 0.4676}),
-                BookRun("8c batch norm, Nadam 5e-4", ("normalization=batchnorm_before",),
-                        {"best/val/loss": 1.4236, "best/val/accuracy": 0.5074}),
-                BookRun("8d SELU, standardized, Nadam 7e-4", ("optimizer.learning_rate=7e-4",),
-                        {"best/val/loss": 1.4608, "best/val/accuracy": 0.5026}),
-                BookRun("8e SELU + alpha dropout 0.1, Nadam 5e-4", ("regularizer=alpha_dropout", "optimizer=nadam"),
-                        {"best/val/loss": 1.4780, "best/val/accuracy": 0.4982}),
-                BookRun("8f 1cycle, max_lr 0.05, batch 128, 15 epochs", ("schedule=1cycle",),
-                        _final(0.8989, 0.6805, 1.5835, 0.5242)),
+                BookRun(
+                    "8b baseline: swish + He, raw pixels, Nadam 5e-5",
+                    ("optimizer.learning_rate=5e-5",),
+                    {"best/val/loss": 1.5062, "best/val/accuracy": 0.4676},
+                ),
+                BookRun(
+                    "8c batch norm, Nadam 5e-4",
+                    ("normalization=batchnorm_before",),
+                    {"best/val/loss": 1.4236, "best/val/accuracy": 0.5074},
+                ),
+                BookRun(
+                    "8d SELU, standardized, Nadam 7e-4",
+                    ("optimizer.learning_rate=7e-4",),
+                    {"best/val/loss": 1.4608, "best/val/accuracy": 0.5026},
+                ),
+                BookRun(
+                    "8e SELU + alpha dropout 0.1, Nadam 5e-4",
+                    ("regularizer=alpha_dropout", "optimizer=nadam"),
+                    {"best/val/loss": 1.4780, "best/val/accuracy": 0.4982},
+                ),
+                BookRun(
+                    "8f 1cycle, max_lr 0.05, batch 128, 15 epochs",
+                    ("schedule=1cycle",),
+                    _final(0.8989, 0.6805, 1.5835, 0.5242),
+                ),
             ),
             notes="The book's \"valid eval\" follows EarlyStopping(restore_best_weights=True): our best epoch's "
-                  "validation metrics.",
+            "validation metrics.",
         ),
         BookExperiment(
             "lr-finder",
@@ -163,7 +201,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             "3rd ed. notebook [ml3], §3.5",
             (BookRun("LR finder", (), {"epoch_loss": 1.7725, "epoch_accuracy": 0.4122, "suggested_max_rate": 0.1}),),
             notes="The book's max rate is the author's reading of the curve (\"around 10^-1\"); ours is the rate "
-                  "at the lowest batch loss. The epoch metrics average a sweep that ends in divergence.",
+            "at the lowest batch loss. The epoch metrics average a sweep that ends in divergence.",
             result_file="lr_finder.json",
         ),
         BookExperiment(
@@ -206,11 +244,16 @@ def compare(experiment: BookExperiment, folder: Path) -> list[dict]:
     for book_run in experiment.runs:
         matches = [run for run in runs if set(book_run.match) <= _job_overrides(run)]
         for metric, book_value in book_run.numbers.items():
-            values = [_measured(experiment, run, metric) for run in matches]
-            values = [value for value in values if value is not None]
+            measured = [_measured(experiment, run, metric) for run in matches]
+            values = [value for value in measured if value is not None]
             ours = sum(values) / len(values) if values else None  # several seeds: their mean
-            row = {"run": book_run.label, "metric": metric, "book": book_value, "ours": ours,
-                   "job": ", ".join(run.job for run in matches) or None}
+            row = {
+                "run": book_run.label,
+                "metric": metric,
+                "book": book_value,
+                "ours": ours,
+                "job": ", ".join(run.job for run in matches) or None,
+            }
             if ours is not None:
                 row["within"] = experiment.within(metric, book_value, ours)
             rows.append(row)
@@ -230,9 +273,15 @@ def report_markdown(experiment: BookExperiment, folder: Path, rows: list[dict]) 
     ]
     for row in rows:
         ours = row["ours"]
-        cells = [row["run"], str(row["job"] or "–"), row["metric"], f"{row['book']:.4f}",
-                 "–" if ours is None else f"{ours:.4f}", "–" if ours is None else f"{ours - row['book']:+.4f}",
-                 "–" if ours is None else ("yes" if row["within"] else "**no**")]
+        cells = [
+            row["run"],
+            str(row["job"] or "–"),
+            row["metric"],
+            f"{row['book']:.4f}",
+            "–" if ours is None else f"{ours:.4f}",
+            "–" if ours is None else f"{ours - row['book']:+.4f}",
+            "–" if ours is None else ("yes" if row["within"] else "**no**"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     compared = [row for row in rows if row["ours"] is not None]
     within = sum(row["within"] for row in compared)
@@ -279,7 +328,8 @@ def reproduction_markdown(outputs: Path, machine: str, date: str) -> str:
         for row in compare(experiment, folder):
             ours = "–" if row["ours"] is None else f"{row['ours']:.4f}"
             verdict = "–" if row["ours"] is None else ("yes" if row["within"] else "**no**")
-            lines.append(f"| {name} | {row['run']} | {row['metric']} | {row['book']:.4f} | {ours} | {verdict} "
-                         f"| {command} |")
+            lines.append(
+                f"| {name} | {row['run']} | {row['metric']} | {row['book']:.4f} | {ours} | {verdict} | {command} |"
+            )
     notes = [f"- **{name}**: {experiment.notes}" for name, experiment in EXPERIMENTS.items() if experiment.notes]
     return "\n".join(lines + ["", "Notes:", "", *notes]) + "\n"

@@ -46,12 +46,16 @@ class ReliabilityBins:
 
     def rows(self) -> list[dict[str, float | int | None]]:
         """One JSON-able row per bin (None for an empty bin's accuracy and confidence)."""
+
         def value(x: float) -> float | None:
             return None if np.isnan(x) else float(x)
 
-        return [{"low": float(lo), "high": float(hi), "count": int(c), "accuracy": value(a), "confidence": value(f)}
-                for lo, hi, c, a, f in zip(self.edges[:-1], self.edges[1:], self.count, self.accuracy,
-                                           self.confidence, strict=True)]
+        return [
+            {"low": float(lo), "high": float(hi), "count": int(c), "accuracy": value(a), "confidence": value(f)}
+            for lo, hi, c, a, f in zip(
+                self.edges[:-1], self.edges[1:], self.count, self.accuracy, self.confidence, strict=True
+            )
+        ]
 
 
 def _check(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:

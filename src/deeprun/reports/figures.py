@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 from deeprun.files import write_figure
 
@@ -54,8 +55,7 @@ def selu_asymptote() -> float:
 
 
 def _arrow(ax, text: str, xytext: tuple[float, float], xy: tuple[float, float]) -> None:
-    ax.annotate(text, xytext=xytext, xy=xy, arrowprops={"facecolor": "black", "shrink": 0.1}, fontsize=14,
-                ha="center")
+    ax.annotate(text, xytext=xytext, xy=xy, arrowprops={"facecolor": "black", "shrink": 0.1}, fontsize=14, ha="center")
 
 
 def sigmoid_saturation_plot() -> Figure:
@@ -67,13 +67,12 @@ def sigmoid_saturation_plot() -> Figure:
     ax.plot([-5, 5], [1, 1], "k--", label="_asymptote 1")
     ax.plot([0, 0], [-0.2, 1.2], "k-", label="_axis")
     ax.plot([-5, 5], [-3 / 4, 7 / 4], "g--", label="_linear")
-    ax.plot(z, activation_values("sigmoid", z), "b-", linewidth=2,
-            label=r"$\sigma(z) = \dfrac{1}{1+e^{-z}}$")
+    ax.plot(z, activation_values("sigmoid", z), "b-", linewidth=2, label=r"$\sigma(z) = \dfrac{1}{1+e^{-z}}$")
     _arrow(ax, "Saturating", (3.5, 0.7), (5, 1))
     _arrow(ax, "Saturating", (-3.5, 0.3), (-5, 0))
     _arrow(ax, "Linear", (2, 0.2), (0, 0.5))
     ax.grid(True)
-    ax.axis([-5, 5, -0.2, 1.2])
+    ax.axis((-5, 5, -0.2, 1.2))
     ax.set_xlabel("$z$")
     ax.legend(loc="upper left", fontsize=16)
     ax.set_title("Sigmoid activation function", fontsize=14)
@@ -86,14 +85,19 @@ def leaky_relu_plot(alpha: float = 0.1) -> Figure:
     z = np.linspace(-5, 5, 200)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    ax.plot(z, activation_values("leaky_relu", z, alpha=alpha), "b-", linewidth=2,
-            label=rf"$LeakyReLU(z) = max(\alpha z, z)$, $\alpha={alpha:g}$")
+    ax.plot(
+        z,
+        activation_values("leaky_relu", z, alpha=alpha),
+        "b-",
+        linewidth=2,
+        label=rf"$LeakyReLU(z) = max(\alpha z, z)$, $\alpha={alpha:g}$",
+    )
     ax.plot([-5, 5], [0, 0], "k-", label="_axis")
     ax.plot([0, 0], [-1, 3.7], "k-", label="_axis")
     ax.grid(True)
     _arrow(ax, "Leak", (-3.5, 0.5), (-4.5, -4.5 * alpha))
     ax.set_xlabel("$z$")
-    ax.axis([-5, 5, -1, 3.7])
+    ax.axis((-5, 5, -1, 3.7))
     ax.set_aspect("equal")
     ax.legend(loc="upper left")
     ax.set_title("Leaky ReLU", fontsize=14)
@@ -107,8 +111,13 @@ def elu_selu_plot() -> Figure:
     low = selu_asymptote()
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
-    ax.plot(z, activation_values("elu", z, alpha=1.0), "b-", linewidth=2,
-            label=r"ELU$_\alpha(z) = \alpha (e^z - 1)$ if $z < 0$, else $z$")
+    ax.plot(
+        z,
+        activation_values("elu", z, alpha=1.0),
+        "b-",
+        linewidth=2,
+        label=r"ELU$_\alpha(z) = \alpha (e^z - 1)$ if $z < 0$, else $z$",
+    )
     ax.plot(z, activation_values("selu", z), "r--", linewidth=2, label=r"SELU$(z) = 1.05 \, $ELU$_{1.67}(z)$")
     ax.plot([-5, 5], [0, 0], "k-", label="_axis")
     ax.plot([-5, 5], [-1, -1], "k:", linewidth=2, label="_asymptote ELU")
@@ -117,7 +126,7 @@ def elu_selu_plot() -> Figure:
     ax.text(4.9, -1 + 0.08, "−1", ha="right", fontsize=10)
     ax.text(4.9, low + 0.08, f"{low:.3f}".replace("-", "−"), ha="right", fontsize=10)
     ax.grid(True)
-    ax.axis([-5, 5, -2.2, 3.2])
+    ax.axis((-5, 5, -2.2, 3.2))
     ax.set_xlabel("$z$")
     ax.set_aspect("equal")
     ax.legend(loc="upper left")
@@ -131,16 +140,26 @@ def gelu_swish_mish_plot(beta: float = 0.6) -> Figure:
     z = np.linspace(-4, 2, 200)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    ax.plot(z, activation_values("swish", z, beta=1.702), "b-", linewidth=2,
-            label=r"GELU$(z) = z\,\Phi(z) \approx z\,\sigma(1.702\,z)$")
+    ax.plot(
+        z,
+        activation_values("swish", z, beta=1.702),
+        "b-",
+        linewidth=2,
+        label=r"GELU$(z) = z\,\Phi(z) \approx z\,\sigma(1.702\,z)$",
+    )
     ax.plot(z, activation_values("swish", z, beta=1.0), "r--", linewidth=2, label=r"Swish$(z) = z\,\sigma(z)$")
-    ax.plot(z, activation_values("swish", z, beta=beta), "r:", linewidth=2,
-            label=rf"Swish$_{{\beta={beta:g}}}(z)=z\,\sigma({beta:g}\,z)$")
+    ax.plot(
+        z,
+        activation_values("swish", z, beta=beta),
+        "r:",
+        linewidth=2,
+        label=rf"Swish$_{{\beta={beta:g}}}(z)=z\,\sigma({beta:g}\,z)$",
+    )
     ax.plot(z, activation_values("mish", z), "g:", linewidth=3, label=r"Mish$(z) = z\,\tanh($softplus$(z))$")
     ax.plot([-4, 2], [0, 0], "k-", label="_axis")
     ax.plot([0, 0], [-2.2, 3.2], "k-", label="_axis")
     ax.grid(True)
-    ax.axis([-4, 2, -1, 2])
+    ax.axis((-4, 2, -1, 2))
     ax.set_aspect("equal")
     ax.set_xlabel("$z$")
     ax.legend(loc="upper left")
@@ -171,8 +190,6 @@ def activation_figures(out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     builders = (sigmoid_saturation_figure, leaky_relu_figure, elu_selu_figure, gelu_swish_mish_figure)
     return [build(out_dir / f"{name}.png") for build, name in zip(builders, ACTIVATION_FIGURES, strict=True)]
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,11 +285,12 @@ def book_schedule_figures(out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _floats(values: Sequence[Any]) -> np.ndarray:
+def _floats(values: Any) -> np.ndarray:
+    """float64 values, None (a missing number in JSON) as NaN."""
     return np.asarray([math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def lr_finder_figure(rates: Sequence[float], losses: Sequence[float], path: Path) -> Path:
+def lr_finder_figure(rates: ArrayLike, losses: ArrayLike, path: Path) -> Path:
     """Loss vs learning rate (log x) of an LR-finder sweep, a horizontal line at the minimum loss and
     y ∈ [0, losses[0] + min(losses)], as in the book."""
     rates, losses = _floats(rates), _floats(losses)
@@ -337,8 +355,9 @@ def mc_dropout_figure(
     (the most probable class highlighted)."""
     mean, std = _floats(probabilities_mean), _floats(probabilities_std)
     if not len(mean) == len(std) == len(class_names):
-        raise ValueError(f"need one mean, one std and one name per class (got {len(mean)}, {len(std)}, "
-                         f"{len(class_names)})")
+        raise ValueError(
+            f"need one mean, one std and one name per class (got {len(mean)}, {len(std)}, {len(class_names)})"
+        )
     colors = ["tab:gray"] * len(mean)
     if len(mean) and np.isfinite(mean).any():
         colors[int(np.nanargmax(mean))] = "tab:blue"
@@ -349,8 +368,12 @@ def mc_dropout_figure(
     for i, (m, s) in enumerate(zip(mean, std, strict=True)):
         if np.isfinite(m) and m >= 0.01:
             ax.text(i, min(m + (s if np.isfinite(s) else 0) + 0.02, 1.04), f"{m:.2f}", ha="center", fontsize=8)
-    ax.set_xticks(x, [str(name) for name in class_names], rotation=45 if len(mean) > 5 else 0, ha="right"
-                  if len(mean) > 5 else "center")
+    ax.set_xticks(
+        x,
+        [str(name) for name in class_names],
+        rotation=45 if len(mean) > 5 else 0,
+        ha="right" if len(mean) > 5 else "center",
+    )
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("probability")
     ax.grid(True, axis="y", alpha=0.4)
@@ -369,12 +392,14 @@ def reliability_plot(curves: Mapping[str, Any], title: str = "Reliability diagra
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     for offset, (label, bins) in enumerate(curves.items()):
         filled = bins.count > 0
-        top.plot(bins.confidence[filled], bins.accuracy[filled], "o-", markersize=4,
-                 label=f"{label} (ECE {bins.ece:.4f})")
+        top.plot(
+            bins.confidence[filled], bins.accuracy[filled], "o-", markersize=4, label=f"{label} (ECE {bins.ece:.4f})"
+        )
         edges = np.asarray(bins.edges)
         width = np.diff(edges) / (len(curves) + 1)
-        bottom.bar(edges[:-1] + width * (offset + 0.5), bins.count / max(bins.n, 1), width=width, align="edge",
-                   label=label)
+        bottom.bar(
+            edges[:-1] + width * (offset + 0.5), bins.count / max(bins.n, 1), width=width, align="edge", label=label
+        )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1.04)  # bins at accuracy 1 stay visible
     top.set_ylabel("accuracy")
@@ -394,9 +419,7 @@ def reliability_figure(curves: Mapping[str, Any], path: Path, title: str = "Reli
     return write_figure(reliability_plot(curves, title), path)
 
 
-def signal_figure(
-    depths: Sequence[int], series: Mapping[str, Sequence[float]], path: Path, title: str = ""
-) -> Path:
+def signal_figure(depths: ArrayLike, series: Mapping[str, ArrayLike], path: Path, title: str = "") -> Path:
     """``deeprun-signal``: the mean (left, linear) and the std and rms (right, log scale) of each layer's
     output vs depth, with the self-normalized values 0 and 1 dashed."""
     depths = np.asarray(depths)
@@ -409,15 +432,15 @@ def signal_figure(
     # At least [-1, 1] and [0.1, 10]: a self-normalized signal then looks flat, as it is.
     finite = mean[np.isfinite(mean)]
     left.set_ylim(min(-1.0, finite.min(initial=0) * 1.1), max(1.0, finite.max(initial=0) * 1.1))
-    positive = []
+    positive_parts = []
     for name, style in (("std", "r"), ("rms", "g")):
         values = _floats(series[name])
         values = np.where((values > 0) & np.isfinite(values), values, np.nan)  # log axis: drop 0 and inf
-        positive.append(values[np.isfinite(values)])
+        positive_parts.append(values[np.isfinite(values)])
         right.plot(depths, values, style, label=name)
     right.axhline(1, color="k", linestyle="--", linewidth=1)
     right.set_yscale("log")
-    positive = np.concatenate(positive)
+    positive = np.concatenate(positive_parts)
     right.set_ylim(min(0.1, positive.min(initial=1) / 2), max(10.0, positive.max(initial=1) * 2))
     right.set_ylabel("std, rms (log scale)")
     for ax in (left, right):

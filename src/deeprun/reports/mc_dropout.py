@@ -49,8 +49,9 @@ class EvalOptions:
             raise ConfigError(f"split must be one of train, val, test (got {self.split!r})")
 
 
-def probabilities(graphdef, state, x: jax.Array, head: str, *, key: jax.Array | None = None, dropout=None,
-                  chunk: int) -> jax.Array:
+def probabilities(
+    graphdef, state, x: jax.Array, head: str, *, key: jax.Array | None = None, dropout=None, chunk: int
+) -> jax.Array:
     """Class probabilities of ``x`` in chunks; stochastic (training mode) when ``key`` is given."""
     from flax import nnx
 
@@ -59,17 +60,18 @@ def probabilities(graphdef, state, x: jax.Array, head: str, *, key: jax.Array | 
     model = nnx.merge(graphdef, state, copy=True)  # fresh variables: BN may update them in training mode
     outputs = []
     for start in range(0, x.shape[0], chunk):
-        xb = x[start:start + chunk]
+        xb = x[start : start + chunk]
         if key is None:
             logits = model(xb)
         else:
             logits = model(xb, train=True, key=jax.random.fold_in(key, start), dropout=dropout)
-        outputs.append(predict_probabilities(logits, head))
+        outputs.append(predict_probabilities(logits, head))  # type: ignore[arg-type]
     return jnp.concatenate(outputs)
 
 
-def uncertainty_summary(entropy: np.ndarray, correct: np.ndarray, predicted_std: np.ndarray | None = None
-                        ) -> dict[str, float | None]:
+def uncertainty_summary(
+    entropy: np.ndarray, correct: np.ndarray, predicted_std: np.ndarray | None = None
+) -> dict[str, float | None]:
     """Mean predictive entropy (and predicted-class std) over all, correct and wrong predictions: an
     uncertainty measure worth having is higher where the model is wrong."""
     summary: dict[str, float | None] = {}
@@ -116,27 +118,44 @@ def mc_dropout(run_dir: Path, options: EvalOptions) -> dict[str, Any]:
         stats = mc_statistics(np.stack([np.asarray(sample(key)) for key in keys]))
         mc_correct = stats.predicted == y
         curves["mc_dropout"] = reliability_bins(stats.mean, y, options.bins)
-        report.update({
-            "mc_accuracy": float(np.mean(mc_correct)),
-            "mc_ece": expected_calibration_error(stats.mean, y, options.bins),
-            "has_dropout": dropout is not None,
-        })
+        report.update(
+            {
+                "mc_accuracy": float(np.mean(mc_correct)),
+                "mc_ece": expected_calibration_error(stats.mean, y, options.bins),
+                "has_dropout": dropout is not None,
+            }
+        )
         report["uncertainty"]["mc_dropout"] = uncertainty_summary(stats.entropy, mc_correct, stats.predicted_std)
-        report["first_example"].update({"mc_mean": stats.mean[0].round(4).tolist(),
-                                        "mc_std": stats.std[0].round(4).tolist()})
+        report["first_example"].update(
+            {"mc_mean": stats.mean[0].round(4).tolist(), "mc_std": stats.std[0].round(4).tolist()}
+        )
         with atomic_open(run.path / "mc_dropout.npz", "wb") as npz:
-            np.savez_compressed(npz, mean=stats.mean.astype(np.float32),
-                            std=stats.std.astype(np.float32), predicted_std=stats.predicted_std.astype(np.float32),
-                            entropy=stats.entropy.astype(np.float32), deterministic=plain, labels=y)
+            np.savez_compressed(
+                npz,
+                mean=stats.mean.astype(np.float32),
+                std=stats.std.astype(np.float32),
+                predicted_std=stats.predicted_std.astype(np.float32),
+                entropy=stats.entropy.astype(np.float32),
+                deterministic=plain,
+                labels=y,
+            )
         from deeprun.reports.figures import mc_dropout_figure
 
-        mc_dropout_figure(stats.mean[0], stats.std[0], dataset.class_names, run.path / "mc_dropout.png",
-                          title=f"MC dropout, first {options.split} example ({options.mc_samples} passes)")
+        mc_dropout_figure(
+            stats.mean[0],
+            stats.std[0],
+            dataset.class_names,
+            run.path / "mc_dropout.png",
+            title=f"MC dropout, first {options.split} example ({options.mc_samples} passes)",
+        )
     report["reliability"] = {name: bins.rows() for name, bins in curves.items()}
     from deeprun.reports.figures import reliability_figure
 
     labels = {"deterministic": "dropout off", "mc_dropout": f"MC dropout, {options.mc_samples} passes"}
-    reliability_figure({labels[name]: bins for name, bins in curves.items()}, run.path / "calibration.png",
-                       title=f"Reliability diagram, {options.split} split ({options.bins} bins)")
+    reliability_figure(
+        {labels[name]: bins for name, bins in curves.items()},
+        run.path / "calibration.png",
+        title=f"Reliability diagram, {options.split} split ({options.bins} bins)",
+    )
     write_json(run.path / "mc_dropout.json", report)
     return report

@@ -32,7 +32,6 @@ CURVES_PNG = "sweep_learning_curves.png"
 FINAL_PNG = "sweep_final_metrics.png"
 
 
-
 _MD_HEADERS = {
     "job": "job",
     "overrides": "overrides",
@@ -212,8 +211,9 @@ def plot_sweep_learning_curves(runs: Sequence[RunRecord], path: Path, title: str
         val_acc = _finite([record.get("val/accuracy") for record in run.metrics])
         loss_values += val_loss + train_loss
         suffix = f" [{run.status}]" if run.status not in ("completed", "stopped_early") else ""
-        axes[0].plot(epochs, val_loss, "-", color=color, marker=marker, markersize=3, linewidth=1.5,
-                     label=label + suffix)
+        axes[0].plot(
+            epochs, val_loss, "-", color=color, marker=marker, markersize=3, linewidth=1.5, label=label + suffix
+        )
         axes[0].plot(epochs, train_loss, "--", color=color, linewidth=1, alpha=0.7)
         axes[1].plot(epochs, val_acc, "-", color=color, marker=marker, markersize=3, linewidth=1.5)
     for ax, ylabel in zip(axes, ("loss (val solid, train dashed)", "val accuracy"), strict=True):
@@ -229,8 +229,14 @@ def plot_sweep_learning_curves(runs: Sequence[RunRecord], path: Path, title: str
             ax.text(0.5, 0.5, "no epochs recorded", transform=ax.transAxes, ha="center", va="center")
     else:
         fontsize = 9 if plotted <= 10 else 8 if plotted <= 20 else 7
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 0.95),
-                   fontsize=fontsize, ncol=1 if plotted <= 16 else 2, frameon=False)
+        fig.legend(
+            *axes[0].get_legend_handles_labels(),
+            loc="upper left",
+            bbox_to_anchor=(1.0, 0.95),
+            fontsize=fontsize,
+            ncol=1 if plotted <= 16 else 2,
+            frameon=False,
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -250,8 +256,9 @@ def plot_sweep_final_metrics(runs: Sequence[RunRecord], path: Path, title: str =
     test = _finite([run.value("test_accuracy") for run in runs])
     fontsize = 8 if n <= 15 else 7
     unfinished = [run.status not in ("completed", "stopped_early") for run in runs]
-    tick_labels = [f"{label} [{run.status}]" if flag else label
-                   for label, run, flag in zip(labels, runs, unfinished, strict=True)]
+    tick_labels = [
+        f"{label} [{run.status}]" if flag else label for label, run, flag in zip(labels, runs, unfinished, strict=True)
+    ]
     label_width = 0.075 * (fontsize + 1) / 9 * max(len(label) for label in tick_labels)  # inches
     fig = Figure(figsize=(7 + label_width, max(2.8, 0.42 * n + 1.6)))
     ax = fig.subplots()

@@ -40,10 +40,12 @@ def restore_state(path: Path, like: TrainState) -> TrainState:
 
 def _state_like(like: TrainState, restored: dict[str, Any]) -> TrainState:
     # Field by field, the pure dicts flatten in the same (sorted-key) order as the nnx.State trees.
-    return TrainState(**{
-        field: jax.tree.unflatten(jax.tree.structure(getattr(like, field)), jax.tree.leaves(restored[field]))
-        for field in _state_fields(like)
-    })
+    return TrainState(
+        **{
+            field: jax.tree.unflatten(jax.tree.structure(getattr(like, field)), jax.tree.leaves(restored[field]))
+            for field in _state_fields(like)
+        }
+    )
 
 
 class EpochCheckpoints:
@@ -56,7 +58,7 @@ class EpochCheckpoints:
 
     def __init__(self, path: Path):
         self.path = Path(path).resolve()
-        self._manager = None
+        self._manager: Any = None
 
     def save(self, point: ResumePoint) -> None:
         import orbax.checkpoint as ocp
@@ -64,9 +66,13 @@ class EpochCheckpoints:
         if self._manager is None:
             self._manager = ocp.CheckpointManager(self.path, options=ocp.CheckpointManagerOptions(max_to_keep=1))
         progress = {**point.progress, "has_best_weights": point.best_weights is not None}
-        self._manager.save(len(point.progress["history"]), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_resume_payload(point.state, point.best_weights)),
-            progress=ocp.args.JsonSave(progress)))
+        self._manager.save(
+            len(point.progress["history"]),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_resume_payload(point.state, point.best_weights)),
+                progress=ocp.args.JsonSave(progress),
+            ),
+        )
 
     def close(self) -> None:
         """Wait for the last save to be on disk."""
@@ -91,12 +97,15 @@ class EpochCheckpoints:
             epoch = manager.latest_step()
             progress = manager.restore(epoch, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
             best_like = (like.params, like.batch_stats) if progress.pop("has_best_weights") else None
-            restored = manager.restore(epoch, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_resume_payload(like, best_like))))["state"]
+            restored = manager.restore(
+                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(_resume_payload(like, best_like)))
+            )["state"]
         best = None
         if best_like is not None:
-            best = tuple(jax.tree.unflatten(jax.tree.structure(tree), jax.tree.leaves(restored["best"][field]))
-                         for tree, field in zip(best_like, ("params", "batch_stats"), strict=True))
+            best = tuple(
+                jax.tree.unflatten(jax.tree.structure(tree), jax.tree.leaves(restored["best"][field]))
+                for tree, field in zip(best_like, ("params", "batch_stats"), strict=True)
+            )
         return ResumePoint(_state_like(like, restored), best, progress)
 
 

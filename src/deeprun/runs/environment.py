@@ -7,8 +7,14 @@ import platform
 from typing import Any
 
 #: Environment variables that decide a job's CPU threads and GPU memory, recorded in its summary.
-RESOURCE_ENV = ("PJRT_NPROC", "XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
-                "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+RESOURCE_ENV = (
+    "PJRT_NPROC",
+    "XLA_FLAGS",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+)
 
 
 def usable_cpus() -> int:

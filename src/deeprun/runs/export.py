@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deeprun.files import atomic_open
-from deeprun.registry import ConfigError, require, require_positive
+from deeprun.registry import ConfigError, plain_mapping, require, require_positive
 
 FORMAT = "deeprun-export/1"
 Precision = Literal["float32", "bfloat16", "float16"]
@@ -150,8 +150,10 @@ def fold_model(model, scaling=None) -> list[FoldedLayer]:
     if pending is not None:
         kernel, bias = fold_into_next(pending, kernel, bias)
     layers.append(FoldedLayer("output", kernel, bias))
-    return [dataclasses.replace(layer, kernel=layer.kernel.astype(np.float32), bias=layer.bias.astype(np.float32))
-            for layer in layers]
+    return [
+        dataclasses.replace(layer, kernel=layer.kernel.astype(np.float32), bias=layer.bias.astype(np.float32))
+        for layer in layers
+    ]
 
 
 # ----- inference from the folded layers ------------------------------------------------------------
@@ -162,8 +164,14 @@ def predictor(layers: Sequence[FoldedLayer], activation, dtype: Precision = "flo
     ``activation`` is the run's :class:`deeprun.techniques.activations.ActivationSpec` (its inference function)."""
     from deeprun.techniques.activations import leaky_relu
 
-    params = [(jnp.asarray(layer.kernel, dtype), jnp.asarray(layer.bias, dtype),
-               None if layer.alpha is None else jnp.asarray(layer.alpha, dtype)) for layer in layers]
+    params = [
+        (
+            jnp.asarray(layer.kernel, dtype),
+            jnp.asarray(layer.bias, dtype),
+            None if layer.alpha is None else jnp.asarray(layer.alpha, dtype),
+        )
+        for layer in layers
+    ]
 
     @jax.jit
     def predict(params, x):
@@ -187,8 +195,14 @@ def _decode(array: np.ndarray, dtype: Precision) -> np.ndarray:
     return array.view(jnp.bfloat16) if dtype == "bfloat16" else array
 
 
-def write_export(folder: Path, layers: Sequence[FoldedLayer], activation_config: dict[str, Any], head: str,
-                 precision: Precision, source: Path) -> dict[str, Any]:
+def write_export(
+    folder: Path,
+    layers: Sequence[FoldedLayer],
+    activation_config: dict[str, Any],
+    head: str,
+    precision: Precision,
+    source: Path,
+) -> dict[str, Any]:
     """``model.npz`` + ``manifest.json``; returns the manifest."""
     from deeprun.files import write_json
 
@@ -200,7 +214,7 @@ def write_export(folder: Path, layers: Sequence[FoldedLayer], activation_config:
         if layer.alpha is not None:
             arrays[f"{layer.name}/alpha"] = _encode(layer.alpha, precision)
     with atomic_open(folder / "model.npz", "wb") as npz:
-        np.savez(npz, **arrays)
+        np.savez(npz, **arrays)  # type: ignore[arg-type]
     manifest = {
         "format": FORMAT,
         "source": str(source),
@@ -208,9 +222,16 @@ def write_export(folder: Path, layers: Sequence[FoldedLayer], activation_config:
         "input": "raw pixel values (0-255), flattened; the run's scaling and batch norm are folded in",
         "activation": activation_config,
         "head": head,
-        "layers": [{"name": layer.name, "in": int(layer.kernel.shape[0]), "out": int(layer.kernel.shape[1]),
-                    "activation": i < len(layers) - 1, "prelu_alpha": layer.alpha is not None}
-                   for i, layer in enumerate(layers)],
+        "layers": [
+            {
+                "name": layer.name,
+                "in": int(layer.kernel.shape[0]),
+                "out": int(layer.kernel.shape[1]),
+                "activation": i < len(layers) - 1,
+                "prelu_alpha": layer.alpha is not None,
+            }
+            for i, layer in enumerate(layers)
+        ],
     }
     write_json(folder / "manifest.json", manifest)
     return manifest
@@ -225,10 +246,15 @@ def load_export(folder: Path) -> tuple[Callable, dict[str, Any]]:
         raise ConfigError(f"{folder} is not a deeprun export (format {manifest.get('format')!r})")
     precision = manifest["precision"]
     with np.load(Path(folder) / "model.npz") as arrays:
-        layers = [FoldedLayer(layer["name"], _decode(arrays[f"{layer['name']}/kernel"], precision),
-                              _decode(arrays[f"{layer['name']}/bias"], precision),
-                              _decode(arrays[f"{layer['name']}/alpha"], precision) if layer["prelu_alpha"] else None)
-                  for layer in manifest["layers"]]
+        layers = [
+            FoldedLayer(
+                layer["name"],
+                _decode(arrays[f"{layer['name']}/kernel"], precision),
+                _decode(arrays[f"{layer['name']}/bias"], precision),
+                _decode(arrays[f"{layer['name']}/alpha"], precision) if layer["prelu_alpha"] else None,
+            )
+            for layer in manifest["layers"]
+        ]
     return predictor(layers, ACTIVATIONS.build(manifest["activation"]), precision), manifest
 
 
@@ -247,16 +273,23 @@ def median_latency(fn: Callable, x: np.ndarray, repeats: int) -> float:
     return float(np.median(times))
 
 
-def latency_rows(variants: dict[str, Callable], n_features: int, batch_sizes: Sequence[int],
-                 repeats: int, seed: int = 0) -> list[dict[str, Any]]:
+def latency_rows(
+    variants: dict[str, Callable], n_features: int, batch_sizes: Sequence[int], repeats: int, seed: int = 0
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
     for batch in batch_sizes:
         pixels = rng.integers(0, 256, size=(batch, n_features)).astype(np.float32)
         for label, fn in variants.items():
             seconds = median_latency(fn, pixels, repeats)
-            rows.append({"model": label, "batch_size": batch, "median_ms": seconds * 1e3,
-                         "per_example_us": seconds * 1e6 / batch})
+            rows.append(
+                {
+                    "model": label,
+                    "batch_size": batch,
+                    "median_ms": seconds * 1e3,
+                    "per_example_us": seconds * 1e6 / batch,
+                }
+            )
     return rows
 
 
@@ -274,7 +307,6 @@ def unfolded_predictor(model, scaling) -> Callable:
 
 def export_run(run_dir: Path, options: ExportOptions) -> dict[str, Any]:
     """Fold, export (``options.precision``), check every precision on the test split, time them."""
-    from omegaconf import OmegaConf
 
     from deeprun.files import write_json
     from deeprun.runs.folder import environment
@@ -284,12 +316,14 @@ def export_run(run_dir: Path, options: ExportOptions) -> dict[str, Any]:
     dataset = run.settings.data.load()
     model = run.model()
     layers = fold_model(model, dataset.scaling)
-    activation_config = OmegaConf.to_container(OmegaConf.load(run.path / ".hydra" / "config.yaml"))["activation"]
+    activation_config = plain_mapping(run.path / ".hydra" / "config.yaml", resolve=False)["activation"]
     folder = run.path / "export"
     write_export(folder, layers, activation_config, run.settings.model.head, options.precision, run.path.resolve())
 
-    variants = {"unfolded float32": unfolded_predictor(model, dataset.scaling),
-                **{f"folded {p}": predictor(layers, run.settings.activation, p) for p in PRECISIONS}}
+    variants = {
+        "unfolded float32": unfolded_predictor(model, dataset.scaling),
+        **{f"folded {p}": predictor(layers, run.settings.activation, p) for p in PRECISIONS},
+    }
     exported, _ = load_export(folder)
     variants[f"folded {options.precision}"] = exported  # the exported files themselves, not the arrays in memory
     unfolded = variants["unfolded float32"]
@@ -298,11 +332,19 @@ def export_run(run_dir: Path, options: ExportOptions) -> dict[str, Any]:
     checks = {}
     for label, fn in variants.items():
         logits = np.asarray(fn(pixels_test))
-        checks[label] = {"test_accuracy": float(np.mean(logits.argmax(1) == dataset.y_test)),
-                         "argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-                         "max_abs_logit_diff": float(np.max(np.abs(logits - reference)))}
-    report = {"export": str(folder.resolve()), "precision": options.precision, "checks": checks,
-              "latency": latency_rows(variants, run.n_features, options.batch_sizes, options.repeats)
-              if options.latency else [], "device": environment()["device"]}
+        checks[label] = {
+            "test_accuracy": float(np.mean(logits.argmax(1) == dataset.y_test)),
+            "argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+            "max_abs_logit_diff": float(np.max(np.abs(logits - reference))),
+        }
+    report = {
+        "export": str(folder.resolve()),
+        "precision": options.precision,
+        "checks": checks,
+        "latency": latency_rows(variants, run.n_features, options.batch_sizes, options.repeats)
+        if options.latency
+        else [],
+        "device": environment()["device"],
+    }
     write_json(folder / "latency.json", report)
     return report

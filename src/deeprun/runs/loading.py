@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprun.registry import plain_mapping
 from deeprun.runs.checkpoints import EpochCheckpoints, restore_state
 from deeprun.runs.folder import FINISHED, RESUME_DIR
 from deeprun.training.state import TrainState
@@ -35,7 +36,6 @@ class LoadedRun:
 
 def load_run(run_dir: Path) -> LoadedRun:
     """Read ``run_dir``'s config and checkpoint; ConfigError (one line) if it is not a finished run."""
-    from omegaconf import OmegaConf
 
     from deeprun.registry import ConfigError
     from deeprun.settings import settings_from_config
@@ -47,7 +47,7 @@ def load_run(run_dir: Path) -> LoadedRun:
         raise ConfigError(f"{run_dir} is not a deeprun run folder (no .hydra/config.yaml or summary.json)")
     if not (run_dir / "checkpoint").is_dir():
         raise ConfigError(f"{run_dir} has no checkpoint (was it run with trainer.checkpoint=false?)")
-    settings = settings_from_config(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
+    settings = settings_from_config(plain_mapping(config_file))
     data = json.loads(summary_file.read_text())["data"]
     # The structure alone: a transfer run's donor (model.init_from) is not needed to read it back.
     like = state_structure(settings, data["n_features"], data["n_classes"])
@@ -89,9 +89,11 @@ def resumed_config(run_dir: Path, overrides: list[str], current: dict[str, Any])
         if status in FINISHED:
             raise ConfigError(f"trainer.resume: {run_dir} has finished (status: {status}); nothing to resume")
     if EpochCheckpoints(run_dir / RESUME_DIR).latest_epoch() is None:
-        raise ConfigError(f"trainer.resume: {run_dir} has no per-epoch checkpoint in {RESUME_DIR}/ (it stopped "
-                          "before its first epoch ended, or ran with trainer.checkpoint=false)")
-    saved = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+        raise ConfigError(
+            f"trainer.resume: {run_dir} has no per-epoch checkpoint in {RESUME_DIR}/ (it stopped "
+            "before its first epoch ended, or ran with trainer.checkpoint=false)"
+        )
+    saved = plain_mapping(config_file)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     original = set(OmegaConf.load(overrides_file)) if overrides_file.is_file() else set()
     for override in overrides:
@@ -101,8 +103,10 @@ def resumed_config(run_dir: Path, overrides: list[str], current: dict[str, Any])
         saved_value, value = _select(saved, key), _select(current, key)
         if saved_value is _MISSING or value != saved_value:
             shown = "not set" if saved_value is _MISSING else json.dumps(saved_value)
-            raise ConfigError(f"trainer.resume: {override} disagrees with the saved config of {run_dir} "
-                              f"({key}: {shown}); a resumed run keeps its config, drop the override")
+            raise ConfigError(
+                f"trainer.resume: {override} disagrees with the saved config of {run_dir} "
+                f"({key}: {shown}); a resumed run keeps its config, drop the override"
+            )
     saved.setdefault("trainer", {})["resume"] = str(run_dir)
     return saved
 

@@ -20,8 +20,13 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: Path, title: s
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for split, style in (("train", "-o"), ("val", "--s")):
-            ax.plot(epochs, [record[f"{split}/{metric}"] for record in history], style, label=f"{split} {metric}",
-                    markersize=3)
+            ax.plot(
+                epochs,
+                [record[f"{split}/{metric}"] for record in history],
+                style,
+                label=f"{split} {metric}",
+                markersize=3,
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(True)
@@ -41,8 +46,9 @@ def plot_layer_stats(history: Sequence[dict[str, Any]], path: Path, title: str =
     for index, record in enumerate(records):
         layers = [row["layer"] for row in record["diagnostics"]]
         color = colors(0.15 + 0.85 * index / max(len(records) - 1, 1))
-        std_ax.plot(layers, [row["act_std"] for row in record["diagnostics"]], color=color,
-                    label=f"epoch {record['epoch']}")
+        std_ax.plot(
+            layers, [row["act_std"] for row in record["diagnostics"]], color=color, label=f"epoch {record['epoch']}"
+        )
         grad_ax.plot(layers, [row["grad_norm"] for row in record["diagnostics"]], color=color)
     std_ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
     std_ax.set_ylabel("activation std (fixed batch)")

@@ -50,17 +50,28 @@ def prune_model(model, threshold: float) -> list[dict[str, Any]]:
         pruned = prune_kernel(kernel, threshold)
         dense.kernel[...] = pruned
         zeros_after = int(jnp.sum(pruned == 0))
-        layers.append({"name": name, "shape": list(kernel.shape), "weights": int(kernel.size),
-                       "zeros_before": int(jnp.sum(kernel == 0)), "zeros_after": zeros_after,
-                       "sparsity": zeros_after / kernel.size})
+        layers.append(
+            {
+                "name": name,
+                "shape": list(kernel.shape),
+                "weights": int(kernel.size),
+                "zeros_before": int(jnp.sum(kernel == 0)),
+                "zeros_after": zeros_after,
+                "sparsity": zeros_after / kernel.size,
+            }
+        )
     return layers
 
 
 def totals(layers: list[dict[str, Any]]) -> dict[str, Any]:
     weights = sum(layer["weights"] for layer in layers)
     zeros = sum(layer["zeros_after"] for layer in layers)
-    return {"weights": weights, "zeros_before": sum(layer["zeros_before"] for layer in layers),
-            "zeros_after": zeros, "sparsity": zeros / weights}
+    return {
+        "weights": weights,
+        "zeros_before": sum(layer["zeros_before"] for layer in layers),
+        "zeros_after": zeros,
+        "sparsity": zeros / weights,
+    }
 
 
 def prune_run(run_dir: Path, options: PruneOptions) -> dict[str, Any]:
@@ -76,9 +87,16 @@ def prune_run(run_dir: Path, options: PruneOptions) -> dict[str, Any]:
     trainer = Trainer(run.settings, len(dataset.y_train), run.n_features, run.n_classes)
 
     def evaluate(state) -> dict[str, dict[str, float]]:
-        return {split: trainer.evaluate(state, run.settings.regularization, dataset.scaling,
-                                        getattr(dataset, f"pixels_{split}"), getattr(dataset, f"y_{split}"))
-                for split in ("val", "test")}
+        return {
+            split: trainer.evaluate(
+                state,
+                run.settings.regularization,
+                dataset.scaling,
+                getattr(dataset, f"pixels_{split}"),
+                getattr(dataset, f"y_{split}"),
+            )
+            for split in ("val", "test")
+        }
 
     def penalty(model) -> float:
         return float(run.settings.regularization.penalty(model.kernels()))
@@ -86,7 +104,7 @@ def prune_run(run_dir: Path, options: PruneOptions) -> dict[str, Any]:
     model = nnx.clone(run.model())  # merged models share their variables with run.state: prune a copy
     penalty_before = penalty(model)
     layers = prune_model(model, options.threshold)
-    _, params, _ = nnx.split(model, nnx.Param, ...)
+    _, params, _ = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     pruned = run.state._replace(params=params)
     report = {
         "run": str(run.path.resolve()),
@@ -116,10 +134,18 @@ def save_pruned_run(run_dir: Path, state, report: dict[str, Any]) -> Path:
         shutil.rmtree(folder)
     shutil.copytree(run_dir / ".hydra", folder / ".hydra")
     source = json.loads((run_dir / "summary.json").read_text())
-    write_json(folder / "summary.json", {
-        "name": f"{source.get('name', run_dir.name)} (pruned)", "status": "pruned", "source": str(run_dir),
-        "threshold": report["threshold"], "sparsity": report["total"]["sparsity"],
-        "val": report["after"]["val"], "test": report["after"]["test"], "data": source["data"],
-    })
+    write_json(
+        folder / "summary.json",
+        {
+            "name": f"{source.get('name', run_dir.name)} (pruned)",
+            "status": "pruned",
+            "source": str(run_dir),
+            "threshold": report["threshold"],
+            "sparsity": report["total"]["sparsity"],
+            "val": report["after"]["val"],
+            "test": report["after"]["test"],
+            "data": source["data"],
+        },
+    )
     save_state(folder / "checkpoint", state)
     return folder

@@ -56,8 +56,10 @@ class SweepSummary(Callback):
             # An override like `trainer.seed='range(0)'`: bad input, so nothing stays behind but the line.
             if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
                 shutil.rmtree(sweep_dir)
-            print("deeprun: error: the sweep expands to zero jobs (an empty list or range in the overrides)",
-                  file=sys.stderr)
+            print(
+                "deeprun: error: the sweep expands to zero jobs (an empty list or range in the overrides)",
+                file=sys.stderr,
+            )
             sys.exit(ExitCode.BAD_INPUT)
         try:
             from deeprun.reports.sweep import write_sweep_summary
@@ -68,8 +70,11 @@ class SweepSummary(Callback):
             log.warning("deeprun: could not write the sweep summary: %s: %s", type(error).__name__, error)
         unfinished, jobs = unfinished_jobs(sweep_dir)
         if unfinished:
-            print(f"deeprun: error: {len(unfinished)} of {jobs} jobs did not finish: {', '.join(unfinished)} "
-                  "(see sweep_summary.md; a failed job has its error in its summary.json)", file=sys.stderr)
+            print(
+                f"deeprun: error: {len(unfinished)} of {jobs} jobs did not finish: {', '.join(unfinished)} "
+                "(see sweep_summary.md; a failed job has its error in its summary.json)",
+                file=sys.stderr,
+            )
             # SystemExit passes through Hydra's callback runner (it catches Exception only).
             sys.exit(ExitCode.FAILED_JOBS)
 
@@ -113,6 +118,9 @@ class RunFolderGuard(Callback):
 def _refuse_if_used(folder: Path, markers: tuple[str, ...]) -> None:
     used = [name for name in markers if (folder / name).exists()]
     if used:
-        print(f"deeprun: error: {folder} already holds a run ({used[0]}); a new run never writes into "
-              "another's folder (continue a run with trainer.resume=<dir>)", file=sys.stderr)
+        print(
+            f"deeprun: error: {folder} already holds a run ({used[0]}); a new run never writes into "
+            "another's folder (continue a run with trainer.resume=<dir>)",
+            file=sys.stderr,
+        )
         sys.exit(ExitCode.BAD_INPUT)

@@ -36,8 +36,11 @@ _STRUCTURAL_NUMBERS = {"axis"}
 
 def _without_numbers(group: Mapping[str, Any]) -> dict[str, Any]:
     """A group's fields without its numeric leaves (lists, strings and flags stay: they are structure)."""
-    return {k: (_without_numbers(v) if isinstance(v, Mapping) else v)
-            for k, v in group.items() if not _is_number(v) or k in _STRUCTURAL_NUMBERS}
+    return {
+        k: (_without_numbers(v) if isinstance(v, Mapping) else v)
+        for k, v in group.items()
+        if not _is_number(v) or k in _STRUCTURAL_NUMBERS
+    }
 
 
 def fusion_key(config: Mapping[str, Any]) -> str:
@@ -49,8 +52,7 @@ def fusion_key(config: Mapping[str, Any]) -> str:
     structure["schedule"] = _without_numbers(config["schedule"])
     structure["regularizer"] = _without_numbers(config.get("regularizer") or {})
     trainer = {k: v for k, v in config["trainer"].items() if k not in _TRAINER_NUMBERS}
-    trainer["early_stopping"] = {k: v for k, v in trainer["early_stopping"].items()
-                                 if k not in _EARLY_STOPPING_NUMBERS}
+    trainer["early_stopping"] = {k: v for k, v in trainer["early_stopping"].items() if k not in _EARLY_STOPPING_NUMBERS}
     structure["trainer"] = trainer
     return json.dumps(structure, sort_keys=True, default=str)
 
@@ -60,7 +62,7 @@ def group_runs(configs: Sequence[Mapping[str, Any]], max_members: int) -> list[l
     by_key: dict[str, list[int]] = {}
     for index, config in enumerate(configs):
         by_key.setdefault(fusion_key(config), []).append(index)
-    groups = []
+    groups: list[list[int]] = []
     for indices in by_key.values():
         groups.extend(indices[i : i + max_members] for i in range(0, len(indices), max(max_members, 1)))
     return sorted(groups, key=lambda group: group[0])

@@ -31,8 +31,9 @@ def parallel_jobs(n_jobs: int, cpus: int) -> int:
     ``cpus + 1 + n_jobs`` (``-1``: all CPUs), at least 1."""
     n_jobs = int(n_jobs)
     if n_jobs == 0:
-        raise ConfigError("hydra.launcher.n_jobs must be a positive number of jobs, or negative "
-                          "(-1: one per CPU) (got 0)")
+        raise ConfigError(
+            "hydra.launcher.n_jobs must be a positive number of jobs, or negative (-1: one per CPU) (got 0)"
+        )
     return n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)
 
 

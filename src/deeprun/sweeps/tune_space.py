@@ -52,10 +52,12 @@ class Dimension:
             require(not self.log, f"{where}.log", "is for float and int types", self.log)
             return
         require(not self.choices, f"{where}.choices", "is for the categorical type", list(self.choices))
-        require(self.low is not None and self.high is not None, where, "needs low and high", self.type)
-        require(self.low < self.high, f"{where}.low", f"must be < high ({self.high})", self.low)
+        low, high = self.low, self.high
+        if low is None or high is None:
+            raise ConfigError(f"{where} needs low and high (got {self.type!r})")
+        require(low < high, f"{where}.low", f"must be < high ({high})", low)
         if self.log:
-            require(self.low > 0, f"{where}.low", "must be > 0 with log: true", self.low)
+            require(low > 0, f"{where}.low", "must be > 0 with log: true", low)
             require(self.step is None, f"{where}.step", "cannot be combined with log: true", self.step)
         if self.step is not None:
             require_positive(f"{where}.step", self.step)
@@ -69,7 +71,9 @@ class Dimension:
         if self.type == "float":
             return trial.suggest_float(path, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
-            return trial.suggest_int(path, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return trial.suggest_int(
+                path, int(self.low or 0), int(self.high or 0), log=self.log, step=int(self.step or 1)
+            )
         if all(_is_plain(choice) for choice in self.choices):
             return trial.suggest_categorical(path, list(self.choices))
         # Optuna stores only plain values as choices: lists (layer sizes) go in as their JSON text.
@@ -116,9 +120,11 @@ def parse_space(space: Any) -> dict[str, Dimension]:
     """``{path: {type: ..., ...}}`` → dimensions, each checked (one-line ConfigError)."""
     if not space:
         files = sorted(p.stem for p in Path(CONFIG_DIR, "tune", "space").glob("*.yaml"))
-        raise ConfigError("tune.space is empty: choose a space file (tune/space=NAME; available: "
-                          f"{', '.join(files)}) or give one, e.g. "
-                          "'tune.space={optimizer.learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}}'")
+        raise ConfigError(
+            "tune.space is empty: choose a space file (tune/space=NAME; available: "
+            f"{', '.join(files)}) or give one, e.g. "
+            "'tune.space={optimizer.learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}}'"
+        )
     require(isinstance(space, Mapping), "tune.space", "must map config paths to distributions", space)
     dimensions = {}
     for path, spec in space.items():
@@ -145,13 +151,25 @@ def check_space(space: Mapping[str, Dimension], config: Mapping[str, Any]) -> No
     for path, dimension in space.items():
         if is_group(path):
             options = group_options(path)
-            require(bool(options), f"tune.space.{path}", f"is not a config group; groups: {', '.join(sorted(config_groups()))}",
-                    path)
-            require(dimension.type == "categorical", f"tune.space.{path}.type", "must be categorical for a config group",
-                    dimension.type)
+            require(
+                bool(options),
+                f"tune.space.{path}",
+                f"is not a config group; groups: {', '.join(sorted(config_groups()))}",
+                path,
+            )
+            require(
+                dimension.type == "categorical",
+                f"tune.space.{path}.type",
+                "must be categorical for a config group",
+                dimension.type,
+            )
             for choice in dimension.choices:
-                require(choice in options, f"tune.space.{path}.choices",
-                        f"must be options of the group ({', '.join(options)})", choice)
+                require(
+                    choice in options,
+                    f"tune.space.{path}.choices",
+                    f"must be options of the group ({', '.join(options)})",
+                    choice,
+                )
         elif path.split(".")[0] not in switched:
             require_path(config, path)
 

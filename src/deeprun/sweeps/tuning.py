@@ -97,11 +97,19 @@ class _Reporter:
 
     def pruned_summary(self, name: str, wall_time_s: float) -> dict[str, Any]:
         """``summary.json`` of a pruned run: its last and best epochs (by the tuned metric)."""
+
         def metrics(record):
             return None if record is None else {k: v for k, v in record.items() if "/" in k}
 
-        return {"name": name, "status": "pruned", "epochs_completed": self.epochs, "best_epoch": self.best_epoch,
-                "final": metrics(self.last), "best": metrics(self.best), "wall_time_s": wall_time_s}
+        return {
+            "name": name,
+            "status": "pruned",
+            "epochs_completed": self.epochs,
+            "best_epoch": self.best_epoch,
+            "final": metrics(self.last),
+            "best": metrics(self.best),
+            "wall_time_s": wall_time_s,
+        }
 
 
 def sample(space: Mapping[str, Dimension], trial) -> tuple[list[str], dict[str, Any]]:
@@ -147,8 +155,14 @@ class _DatasetCache:
         return self.dataset
 
 
-def run_trial(trial, options: TuneOptions, compose: Compose, run_dir: Path, datasets: _DatasetCache,
-              stop: StopRequest | None = None) -> Outcome:
+def run_trial(
+    trial,
+    options: TuneOptions,
+    compose: Compose,
+    run_dir: Path,
+    datasets: _DatasetCache,
+    stop: StopRequest | None = None,
+) -> Outcome:
     """Train one trial into ``run_dir``; never raises for a bad sample or a failing run."""
     import optuna
 
@@ -173,8 +187,9 @@ def run_trial(trial, options: TuneOptions, compose: Compose, run_dir: Path, data
     start = time.perf_counter()
     try:
         configure_compilation_cache(settings.trainer.compilation_cache)
-        result = fit(settings, datasets.load(settings.data), [folder.append_metrics, log.epoch, reporter], log.saver,
-                     stop=stop)
+        result = fit(
+            settings, datasets.load(settings.data), [folder.append_metrics, log.epoch, reporter], log.saver, stop=stop
+        )
     except optuna.TrialPruned:
         summary = reporter.pruned_summary(settings.name, time.perf_counter() - start)
         write_json(run_dir / "summary.json", summary)
@@ -188,8 +203,11 @@ def run_trial(trial, options: TuneOptions, compose: Compose, run_dir: Path, data
         log.close()
         raise
     trainer = settings.trainer
-    log.finish(folder.finish(result, settings.name, time.perf_counter() - start, checkpoint=trainer.checkpoint,
-                             plots=trainer.plots))
+    log.finish(
+        folder.finish(
+            result, settings.name, time.perf_counter() - start, checkpoint=trainer.checkpoint, plots=trainer.plots
+        )
+    )
     return Outcome(result.status, reporter.value, reporter.best_epoch, len(result.history))
 
 
@@ -199,8 +217,13 @@ def record(study, trial, outcome: Outcome, run_dir: Path) -> None:
     queued again."""
     from optuna.trial import TrialState
 
-    for key, value in (("status", outcome.status), ("best_epoch", outcome.best_epoch),
-                       ("epochs", outcome.epochs), ("error", outcome.error), ("run_dir", str(run_dir))):
+    for key, value in (
+        ("status", outcome.status),
+        ("best_epoch", outcome.best_epoch),
+        ("epochs", outcome.epochs),
+        ("error", outcome.error),
+        ("run_dir", str(run_dir)),
+    ):
         trial.set_user_attr(key, value)
     if outcome.status in ("completed", "stopped_early"):
         study.tell(trial, outcome.value)
@@ -247,8 +270,9 @@ def make_pruner(options: TuneOptions):
     if options.pruner == "none":
         return optuna.pruners.NopPruner()
     # Steps are 1-based epochs and Optuna prunes from step n_warmup_steps on: +1 skips `warmup` epochs.
-    return optuna.pruners.MedianPruner(n_startup_trials=options.pruner_startup_trials,
-                                       n_warmup_steps=options.pruner_warmup_epochs + 1)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=options.pruner_startup_trials, n_warmup_steps=options.pruner_warmup_epochs + 1
+    )
 
 
 def open_study(sweep_dir: Path, options: TuneOptions, name: str):
@@ -262,13 +286,24 @@ def open_study(sweep_dir: Path, options: TuneOptions, name: str):
     if existing:
         summary = existing[0]
         stored_metric = summary.user_attrs.get("metric")
-        require(stored_metric == options.metric, "tune.metric",
-                f"must be the study's metric in {sweep_dir} ({stored_metric})", options.metric)
-        require(summary.direction.name.lower() == direction, "tune.direction",
-                f"must be the study's direction in {sweep_dir} ({summary.direction.name.lower()})", direction)
+        require(
+            stored_metric == options.metric,
+            "tune.metric",
+            f"must be the study's metric in {sweep_dir} ({stored_metric})",
+            options.metric,
+        )
+        require(
+            summary.direction.name.lower() == direction,
+            "tune.direction",
+            f"must be the study's direction in {sweep_dir} ({summary.direction.name.lower()})",
+            direction,
+        )
     study = optuna.create_study(
-        storage=storage, study_name=existing[0].study_name if existing else name, direction=direction,
-        sampler=make_sampler(options, existing[0].n_trials if existing else 0), pruner=make_pruner(options),
+        storage=storage,
+        study_name=existing[0].study_name if existing else name,
+        direction=direction,
+        sampler=make_sampler(options, existing[0].n_trials if existing else 0),
+        pruner=make_pruner(options),
         load_if_exists=True,
     )
     if not existing:
@@ -308,8 +343,13 @@ class Interrupted(Exception):
     """Ctrl-C stopped a trial; the study is saved and the trial queued again."""
 
 
-def run_study(options: TuneOptions, compose: Compose, sweep_dir: Path, log: Callable[[str], None] = print,
-              stop: StopRequest | None = None):
+def run_study(
+    options: TuneOptions,
+    compose: Compose,
+    sweep_dir: Path,
+    log: Callable[[str], None] = print,
+    stop: StopRequest | None = None,
+):
     """Run (or resume) the study in ``sweep_dir`` until ``options.n_trials`` trials count; returns it.
     Raises ConfigError for a bad space or a mismatched study, Interrupted after a Ctrl-C."""
     import optuna
@@ -340,8 +380,9 @@ def run_study(options: TuneOptions, compose: Compose, sweep_dir: Path, log: Call
             write_tables(study, options, sweep_dir)
             log(trial_line(study.trials[trial.number], options))
             if outcome.status == "interrupted":
-                raise Interrupted(f"interrupted in trial {trial.number}; run the same command with "
-                                  f"tune.dir={sweep_dir} to resume")
+                raise Interrupted(
+                    f"interrupted in trial {trial.number}; run the same command with tune.dir={sweep_dir} to resume"
+                )
     return study
 
 
@@ -403,8 +444,12 @@ def trials_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def trials_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str, best) -> str:
     lines = [f"# {title}", ""]
     if best is not None:
-        lines += [f"Best: trial {best.number}, value {best.value:.4g}, "
-                  + ", ".join(f"`{k}={v}`" for k, v in best.params.items()) + ".", ""]
+        lines += [
+            f"Best: trial {best.number}, value {best.value:.4g}, "
+            + ", ".join(f"`{k}={v}`" for k, v in best.params.items())
+            + ".",
+            "",
+        ]
     lines.append("| " + " | ".join(columns) + " |")
     lines.append("|" + "|".join("---" if c in ("state", "status", "error") else "---:" for c in columns) + "|")
     lines += ["| " + " | ".join(cell(row[c], markdown=True) for c in columns) + " |" for row in rows]
@@ -412,8 +457,7 @@ def trials_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str], titl
 
 
 def _columns(options: TuneOptions) -> list[str]:
-    return ["number", "state", "status", "value", "best_epoch", "epochs", "duration_s",
-            *options.space, "error"]
+    return ["number", "state", "status", "value", "best_epoch", "epochs", "duration_s", *options.space, "error"]
 
 
 def write_tables(study, options: TuneOptions, sweep_dir: Path) -> None:
@@ -432,5 +476,7 @@ def trial_line(trial, options: TuneOptions) -> str:
     epoch = trial.user_attrs.get("best_epoch")
     params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     error = f": {trial.user_attrs['error']}" if trial.user_attrs.get("error") else ""
-    return (f"trial {trial.number}: {trial_status(trial)}{value}"
-            f"{f' (best epoch {epoch})' if epoch else ''}  {params}{error}")
+    return (
+        f"trial {trial.number}: {trial_status(trial)}{value}"
+        f"{f' (best epoch {epoch})' if epoch else ''}  {params}{error}"
+    )

@@ -128,7 +128,10 @@ class RandomizedLeakyReLU(nnx.Module):
         self.lower, self.upper = lower, upper
 
     def __call__(self, x: jax.Array, *, train: bool = False, key: jax.Array | None = None) -> jax.Array:
+        slope: jax.Array | float
         if train:
+            if key is None:
+                raise ValueError("rrelu needs a PRNG key in training mode")
             slope = jax.random.uniform(key, x.shape, x.dtype, self.lower, self.upper)
         else:
             slope = (self.lower + self.upper) / 2

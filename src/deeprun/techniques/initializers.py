@@ -39,7 +39,7 @@ class Initializer:
 
     def build(self) -> jax.nn.initializers.Initializer:
         scale, mode, distribution = self.parameters
-        return jax.nn.initializers.variance_scaling(scale, mode, _JAX_DISTRIBUTION[distribution])
+        return jax.nn.initializers.variance_scaling(scale, mode, _JAX_DISTRIBUTION[distribution])  # type: ignore[arg-type]
 
 
 def _preset(name: str, scale: float, mode: Mode, distribution: Distribution, doc: str) -> type[Initializer]:

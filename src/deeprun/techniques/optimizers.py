@@ -65,24 +65,18 @@ def clip_by_tensor_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-def scale_by_keras_adagrad(
-    initial_accumulator_value: float, epsilon: float
-) -> optax.GradientTransformation:
+def scale_by_keras_adagrad(initial_accumulator_value: float, epsilon: float) -> optax.GradientTransformation:
     """Keras Adagrad direction: s ← s + g²;  d = g / (√s + ε), with s₀ = initial_accumulator_value.
 
     ``optax.adagrad`` puts ε inside the square root and starts from a different accumulator.
     """
 
     def init_fn(params):
-        return optax.ScaleByRssState(
-            sum_of_squares=optax.tree.full_like(params, initial_accumulator_value)
-        )
+        return optax.ScaleByRssState(sum_of_squares=optax.tree.full_like(params, initial_accumulator_value))
 
     def update_fn(updates, state, params=None):
         del params
-        sum_of_squares = jax.tree.map(
-            lambda s, g: s + jnp.square(g), state.sum_of_squares, updates
-        )
+        sum_of_squares = jax.tree.map(lambda s, g: s + jnp.square(g), state.sum_of_squares, updates)
         updates = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + epsilon), updates, sum_of_squares)
         return updates, optax.ScaleByRssState(sum_of_squares=sum_of_squares)
 
@@ -143,7 +137,7 @@ def scale_by_keras_adamax(beta_1: Any, beta_2: float, epsilon: float) -> optax.G
 class ScaleByKerasNadamState(NamedTuple):
     """Adam's moments plus Π_t = u_1·…·u_t, the running product of Dozat's momentum schedule."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's own states name this field count, too
     mu: optax.Updates
     nu: optax.Updates
     momentum_product: jax.Array
@@ -159,10 +153,10 @@ def scale_by_keras_nadam(
 ) -> optax.GradientTransformation:
     """Keras Nadam direction (t = 1, 2, …; TF2 legacy: decay_exponent 0.004, Keras 3: 1):
 
-        u_t = β1·(1 − ½·0.96^(k·t)),   Π_t = Π_{t−1}·u_t  (Π_0 = 1)
-        m ← β1·m + (1−β1)·g;   v ← β2·v + (1−β2)·g²
-        m̄ = (1−u_t)·g/(1−Π_t) + u_{t+1}·m/(1−Π_t·u_{t+1});   v̂ = v/(1−β2^t)
-        d = m̄ / (√v̂ + ε)
+    u_t = β1·(1 − ½·0.96^(k·t)),   Π_t = Π_{t−1}·u_t  (Π_0 = 1)
+    m ← β1·m + (1−β1)·g;   v ← β2·v + (1−β2)·g²
+    m̄ = (1−u_t)·g/(1−Π_t) + u_{t+1}·m/(1−Π_t·u_{t+1});   v̂ = v/(1−β2^t)
+    d = m̄ / (√v̂ + ε)
     """
 
     def init_fn(params):
@@ -191,9 +185,7 @@ def scale_by_keras_nadam(
             return m_bar / (jnp.sqrt(v / v_correction) + epsilon)
 
         updates = jax.tree.map(direction, updates, mu, nu)
-        return updates, ScaleByKerasNadamState(
-            count=count, mu=mu, nu=nu, momentum_product=product
-        )
+        return updates, ScaleByKerasNadamState(count=count, mu=mu, nu=nu, momentum_product=product)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -272,7 +264,7 @@ class OptimizerSpec:
             return optax.chain(*self.clipping(), self.update_rule(**hyperparams))
 
         # inject_hyperparams reads the hyperparameter names from the factory's signature.
-        factory.__signature__ = inspect.signature(self.update_rule)
+        factory.__signature__ = inspect.signature(self.update_rule)  # type: ignore[attr-defined]
         # float(): an int would be injected as an int32 hyperparameter.
         values = {name: float(getattr(self, name)) for name in self.hyperparam_names()}
         return optax.inject_hyperparams(factory)(**values)
@@ -309,9 +301,7 @@ class Momentum(OptimizerSpec):
         self._require_each(require_in_unit_interval, "momentum")
 
     def update_rule(self, learning_rate, momentum):
-        return optax.chain(
-            optax.scale(-learning_rate), optax.trace(decay=momentum, nesterov=self.nesterov)
-        )
+        return optax.chain(optax.scale(-learning_rate), optax.trace(decay=momentum, nesterov=self.nesterov))
 
 
 @OPTIMIZERS.register("nesterov")
@@ -339,9 +329,7 @@ class Adagrad(OptimizerSpec):
         self._require_each(require_non_negative, "initial_accumulator_value", "epsilon")
 
     def update_rule(self, learning_rate):
-        return descend(
-            scale_by_keras_adagrad(self.initial_accumulator_value, self.epsilon), learning_rate
-        )
+        return descend(scale_by_keras_adagrad(self.initial_accumulator_value, self.epsilon), learning_rate)
 
 
 @OPTIMIZERS.register("rmsprop")
@@ -360,9 +348,7 @@ class RMSprop(OptimizerSpec):
 
     def update_rule(self, learning_rate):
         # Optax's default puts ε inside the root; eps_in_sqrt=False is Keras's form.
-        direction = optax.scale_by_rms(
-            decay=self.rho, eps=self.epsilon, initial_scale=0.0, eps_in_sqrt=False
-        )
+        direction = optax.scale_by_rms(decay=self.rho, eps=self.epsilon, initial_scale=0.0, eps_in_sqrt=False)
         return descend(direction, learning_rate)
 
 
@@ -409,9 +395,7 @@ class Nadam(Adam):
 
     def update_rule(self, learning_rate, beta_1):
         if self.momentum_schedule == "optax":
-            direction = optax.scale_by_adam(
-                b1=beta_1, b2=self.beta_2, eps=self.epsilon, nesterov=True
-            )
+            direction = optax.scale_by_adam(b1=beta_1, b2=self.beta_2, eps=self.epsilon, nesterov=True)
         else:
             direction = scale_by_keras_nadam(
                 beta_1, self.beta_2, self.epsilon, NADAM_DECAY_EXPONENTS[self.momentum_schedule]
@@ -465,8 +449,5 @@ def with_hyperparams(
             f"no hyperparameter {unknown[0]!r} in the optimizer state; "
             f"it has: {', '.join(sorted(opt_state.hyperparams))}"
         )
-    replaced = {
-        name: jnp.asarray(value, dtype=opt_state.hyperparams[name].dtype)
-        for name, value in values.items()
-    }
+    replaced = {name: jnp.asarray(value, dtype=opt_state.hyperparams[name].dtype) for name, value in values.items()}
     return opt_state._replace(hyperparams={**opt_state.hyperparams, **replaced})

@@ -83,8 +83,9 @@ def adjust_loss_scale(loss_scale: LossScale, finite: jax.Array, growth_steps: in
     """The next step's scale: S/2 after non-finite gradients, 2·S after ``growth_steps`` good steps in a row."""
     good = loss_scale.good_steps + 1
     grow = good >= growth_steps
-    scale = jnp.where(finite, jnp.where(grow, loss_scale.scale * SCALE_FACTOR, loss_scale.scale),
-                      loss_scale.scale / SCALE_FACTOR)
+    scale = jnp.where(
+        finite, jnp.where(grow, loss_scale.scale * SCALE_FACTOR, loss_scale.scale), loss_scale.scale / SCALE_FACTOR
+    )
     good_steps = jnp.where(finite & ~grow, good, 0)
     return LossScale(scale, good_steps.astype(jnp.int32))
 

@@ -180,4 +180,3 @@ def build_regularization(config: Mapping[str, Mapping[str, Any] | None] | None) 
     l2 = options["l2"].factor if "l2" in options else options["l1_l2"].l2 if "l1_l2" in options else None
     stochastic = options.get("dropout") or options.get("alpha_dropout")
     return Regularization(l1=l1, l2=l2, dropout=stochastic, max_norm=options.get("max_norm"))
-

@@ -74,8 +74,8 @@ def piecewise_constant(
     switch_at_boundary=True  — values[i] while t <  boundaries[i] (the book's per-epoch callback);
     switch_at_boundary=False — values[i] while t <= boundaries[i] (tf ``PiecewiseConstantDecay``).
     """
-    boundaries = jnp.asarray(boundaries, jnp.float32)
-    passed = jnp.where(switch_at_boundary, t >= boundaries, t > boundaries)
+    edges = jnp.asarray(boundaries, jnp.float32)
+    passed = jnp.where(switch_at_boundary, t >= edges, t > edges)
     return jnp.asarray(values, jnp.float32)[jnp.sum(passed)]
 
 
@@ -89,12 +89,10 @@ def linear_interpolation(t: jax.Array, t0: int, t1: int, v0: float, v1: float) -
     return v0 * ((t1 - t) / length) + v1 * ((t - t0) / length)
 
 
-def one_cycle(
-    t: jax.Array, half: int, iterations: int, start: float, peak: float, end: float
-) -> jax.Array:
+def one_cycle(t: jax.Array, half: int, iterations: int, start: float, peak: float, end: float) -> jax.Array:
     """The book's OneCycleScheduler shape, linear between the points
 
-        (0, start) → (half, peak) → (2·half, start) → (iterations, end),  then `end` for t ≥ iterations.
+    (0, start) → (half, peak) → (2·half, start) → (iterations, end),  then `end` for t ≥ iterations.
     """
     t = jnp.minimum(t, iterations)
     return jnp.where(

@@ -39,5 +39,7 @@ def finite_mean(values: jax.Array) -> jax.Array:
 def layer_records(diagnostics: np.ndarray) -> list[dict[str, float]]:
     """One run's (layers, 5) diagnostics as JSON-able rows ``{layer, pre_mean, …, grad_norm}`` (layer 1:
     the first hidden layer)."""
-    return [{"layer": index + 1, **{name: float(value) for name, value in zip(DIAGNOSTICS, row, strict=True)}}
-            for index, row in enumerate(np.asarray(diagnostics))]
+    return [
+        {"layer": index + 1, **{name: float(value) for name, value in zip(DIAGNOSTICS, row, strict=True)}}
+        for index, row in enumerate(np.asarray(diagnostics))
+    ]

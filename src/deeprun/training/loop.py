@@ -67,7 +67,7 @@ class _RunTracker:
         self.callbacks = callbacks
         self.history: list[dict[str, Any]] = []
         self.status, self.diverged_epoch = "running", None
-        self.best_weights = None
+        self.best_weights: tuple[nnx.State, nnx.State] | None = None
         self.final_state: TrainState | None = None
         self.batch_losses: list[np.ndarray] = []
         self.resumed_at: list[int] = []
@@ -142,9 +142,15 @@ class StopRequest:
     requested = False
 
 
-def fit(settings: Settings, dataset, callbacks: Sequence[EpochCallback] = (), saver: EpochSaver | None = None,
-        resume_from: Callable[[TrainState], ResumePoint] | None = None, stop: StopRequest | None = None,
-        donor: Donor | None = None) -> TrainResult:
+def fit(
+    settings: Settings,
+    dataset,
+    callbacks: Sequence[EpochCallback] = (),
+    saver: EpochSaver | None = None,
+    resume_from: Callable[[TrainState], ResumePoint] | None = None,
+    stop: StopRequest | None = None,
+    donor: Donor | None = None,
+) -> TrainResult:
     """Train ``settings`` on ``dataset`` and evaluate on its test split.
 
     ``callbacks`` are called with each epoch's record (``epoch``, ``step``, ``lr``, ``train/loss``,
@@ -197,8 +203,12 @@ def fit_many(
         state = trainer.place(point.state)
 
     data = trainer.place(DeviceData.of(dataset))
-    data_shape = {"name": dataset.name, "n_train": len(dataset.y_train), "n_features": dataset.n_features,
-                  "n_classes": dataset.n_classes}
+    data_shape = {
+        "name": dataset.name,
+        "n_train": len(dataset.y_train),
+        "n_features": dataset.n_features,
+        "n_classes": dataset.n_classes,
+    }
     start = time.perf_counter()
     phases = first.trainer.phases
     masks = [trainer.trainable_mask(phase) for phase in phases]
@@ -207,11 +217,21 @@ def fit_many(
     compiled = lowered.compile()  # served by the persistent compilation cache when enabled
 
     compile_time_s = time.perf_counter() - start - trace_time_s
-    loop = _EpochLoop(first.trainer, len(runs) if fused else None, compiled, member, data, phases, masks,
-                      trackers, savers, trainer.place, stop)
+    loop = _EpochLoop(
+        first.trainer,
+        len(runs) if fused else None,
+        compiled,
+        member,
+        data,
+        phases,
+        masks,
+        trackers,
+        savers,
+        trainer.place,
+        stop,
+    )
     state = loop.run(state, start_epoch=len(trackers[0].history))
-    return _results(runs, trackers, trainer, state, fused, data, data_shape, params_count, trace_time_s,
-                    compile_time_s)
+    return _results(runs, trackers, trainer, state, fused, data, data_shape, params_count, trace_time_s, compile_time_s)
 
 
 @dataclass
@@ -250,7 +270,7 @@ class _EpochLoop:
                     continue
                 values = {k: float(v[index] if fused else v) for k, v in metrics.items()}
                 tracker.batch_losses.append(batch_losses[index] if fused else batch_losses)
-                record = {
+                record: dict[str, Any] = {
                     "epoch": epoch + 1,
                     "step": int(steps[index] if fused else steps),
                     "lr": values.pop("lr"),
@@ -291,8 +311,9 @@ class _EpochLoop:
                 saver(ResumePoint(run_state, tracker.best_weights, tracker.progress()))
 
 
-def _results(runs, trackers, trainer, state, fused, data, data_shape, params_count, trace_time_s,
-             compile_time_s) -> list[TrainResult]:
+def _results(
+    runs, trackers, trainer, state, fused, data, data_shape, params_count, trace_time_s, compile_time_s
+) -> list[TrainResult]:
     results = []
     for index, (settings, tracker) in enumerate(zip(runs, trackers, strict=True)):
         tracker.finish(unstack(state, index) if fused else state)

@@ -19,11 +19,23 @@ def finder_config(config: dict[str, Any], n_train: int) -> dict[str, Any]:
     require(max_rate > min_rate, "lr_finder.max_rate", "must be > lr_finder.min_rate", max_rate)
     require_positive("lr_finder.batch_size", batch_size)
     iterations = math.ceil(n_train / batch_size)
-    config["schedule"] = {"name": "exponential", "initial_lr": min_rate, "decay_rate": max_rate / min_rate,
-                          "decay_steps": iterations, "staircase": False, "unit": "step"}
-    config["trainer"] = {**config["trainer"], "epochs": 1, "batch_size": batch_size, "phases": [],
-                         "checkpoint": False, "plots": False,
-                         "early_stopping": {**config["trainer"]["early_stopping"], "enabled": False}}
+    config["schedule"] = {
+        "name": "exponential",
+        "initial_lr": min_rate,
+        "decay_rate": max_rate / min_rate,
+        "decay_steps": iterations,
+        "staircase": False,
+        "unit": "step",
+    }
+    config["trainer"] = {
+        **config["trainer"],
+        "epochs": 1,
+        "batch_size": batch_size,
+        "phases": [],
+        "checkpoint": False,
+        "plots": False,
+        "early_stopping": {**config["trainer"]["early_stopping"], "enabled": False},
+    }
     return config
 
 

@@ -69,8 +69,10 @@ class SignalStats:
         return np.unique(np.append(np.arange(0, last + 1, every), last))
 
     def rows(self, every: int) -> list[dict[str, float]]:
-        return [{"depth": int(d), **{name: float(getattr(self, name)[d]) for name in STATISTICS}}
-                for d in self.recorded(every)]
+        return [
+            {"depth": int(d), **{name: float(getattr(self, name)[d]) for name in STATISTICS}}
+            for d in self.recorded(every)
+        ]
 
 
 def layer_statistics(x: jax.Array) -> jax.Array:
@@ -80,14 +82,16 @@ def layer_statistics(x: jax.Array) -> jax.Array:
 
 def propagate(initializer: Initializer, activation: ActivationSpec, options: SignalOptions) -> SignalStats:
     """Push standardized inputs through ``options.layers`` freshly initialized layers."""
-    stats = _propagate(initializer, activation, options.layers, options.width, options.batch,
-                       jax.random.key(options.seed))
+    stats = _propagate(
+        initializer, activation, options.layers, options.width, options.batch, jax.random.key(options.seed)
+    )
     return SignalStats(*np.asarray(stats, dtype=np.float64).T)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _propagate(initializer: Initializer, activation: ActivationSpec, layers: int, width: int, batch: int,
-               key: jax.Array) -> jax.Array:
+def _propagate(
+    initializer: Initializer, activation: ActivationSpec, layers: int, width: int, batch: int, key: jax.Array
+) -> jax.Array:
     """One compiled ``lax.scan`` over the layers; the specs are static (frozen dataclasses hash by value),
     so another seed reuses the program. Returns the (layers + 1, 3) statistics."""
     init = initializer.build()

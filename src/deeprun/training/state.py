@@ -46,8 +46,15 @@ class DeviceData(NamedTuple):
 
     @classmethod
     def of(cls, dataset) -> DeviceData:
-        return cls(dataset.pixels_train, dataset.y_train, dataset.pixels_val, dataset.y_val,
-                   dataset.pixels_test, dataset.y_test, dataset.scaling)
+        return cls(
+            dataset.pixels_train,
+            dataset.y_train,
+            dataset.pixels_val,
+            dataset.y_val,
+            dataset.pixels_test,
+            dataset.y_test,
+            dataset.scaling,
+        )
 
 
 class Member(NamedTuple):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import typing
 from typing import Any
 
 import jax
@@ -46,11 +47,12 @@ from deeprun.training.state import DeviceData, Member, Metrics, TrainState
 from deeprun.training.transfer import Donor, layer_of, reused_layer_names, transfer_layers
 
 
-def initial_variables(settings: Settings, n_features: int, n_classes: int, tx: optax.GradientTransformation,
-                      key: jax.Array) -> tuple[nnx.State, nnx.State, optax.OptState]:
+def initial_variables(
+    settings: Settings, n_features: int, n_classes: int, tx: optax.GradientTransformation, key: jax.Array
+) -> tuple[nnx.State, nnx.State, optax.OptState]:
     """A fresh model's parameters, batch statistics and ``tx``'s optimizer state."""
     model = build_model(settings, n_features, n_classes, key=key)
-    _, params, batch_stats = nnx.split(model, nnx.Param, ...)
+    _, params, batch_stats = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
     return params, batch_stats, tx.init(params)
 
 
@@ -59,9 +61,11 @@ def state_structure(settings: Settings, n_features: int, n_classes: int) -> Trai
     without running anything: the structure a checkpoint restores into."""
     tx = with_default_hyperparams(settings.optimizer).build()
     params, batch_stats, opt_state = jax.eval_shape(
-        functools.partial(initial_variables, settings, n_features, n_classes, tx), jax.random.key(0))
+        functools.partial(initial_variables, settings, n_features, n_classes, tx), jax.random.key(0)
+    )
     loss_scale = LossScale.initial(settings.trainer.loss_scale) if settings.trainer.precision == "float16" else None
-    return TrainState(params, batch_stats, opt_state, jax.ShapeDtypeStruct((), jnp.int32), loss_scale)
+    step = typing.cast(jax.Array, jax.ShapeDtypeStruct((), jnp.int32))
+    return TrainState(params, batch_stats, opt_state, step, loss_scale)
 
 
 def configure_compilation_cache(enabled: bool) -> None:
@@ -83,15 +87,17 @@ def training_devices(count: int | str) -> list[jax.Device]:
     from deeprun.registry import ConfigError
 
     visible = jax.devices()
-    wanted = len(visible) if count == "all" else count
+    wanted = len(visible) if count == "all" else int(count)
     if wanted > len(visible):
-        raise ConfigError(f"trainer.devices: {wanted} requested, but {len(visible)} {visible[0].platform} "
-                          f"device(s) are visible")
+        raise ConfigError(
+            f"trainer.devices: {wanted} requested, but {len(visible)} {visible[0].platform} device(s) are visible"
+        )
     return visible[:wanted]
 
 
-def build_model(settings: Settings, n_features: int, n_classes: int, dtype: jnp.dtype | None = None,
-                key: jax.Array | None = None) -> MLP:
+def build_model(
+    settings: Settings, n_features: int, n_classes: int, dtype: jnp.dtype | None = None, key: jax.Array | None = None
+) -> MLP:
     """The model of ``settings``, initialised from ``key`` (None: ``trainer.seed``'s, the same key as
     ``jax.random.key(seed)``); ``dtype``: its compute dtype (None: float32; training uses
     ``trainer.precision``'s, a loaded run's inference model float32)."""
@@ -148,8 +154,11 @@ class Trainer:
         devices = training_devices(trainer.devices)
         # Data parallelism: batches are split along a "data" mesh axis, everything else is replicated;
         # XLA's partitioner inserts the gradient all-reduce.
-        self.mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                                  devices=devices) if len(devices) > 1 else None
+        self.mesh = (
+            jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+            if len(devices) > 1
+            else None
+        )
         self.steps_per_epoch = steps_per_epoch(n_train, trainer.batch_size, trainer.drop_remainder)
         epoch_fn, evaluate_fn = self._train_epoch, self._evaluate
         if members > 1:
@@ -206,11 +215,19 @@ class Trainer:
             values["learning_rate"] = member.schedule.learning_rate(state.step, epoch)
         momentum = member.schedule.momentum(state.step, epoch)
         if momentum is not None:
-            values[self.settings.optimizer.momentum_hyperparam] = momentum
+            values[str(self.settings.optimizer.momentum_hyperparam)] = momentum
         return with_hyperparams(state.opt_state, **values) if values else state.opt_state
 
-    def _train_step(self, state: TrainState, member: Member, x: jax.Array, y: jax.Array, key: jax.Array,
-                    epoch: jax.Array, trainable: nnx.State | None):
+    def _train_step(
+        self,
+        state: TrainState,
+        member: Member,
+        x: jax.Array,
+        y: jax.Array,
+        key: jax.Array,
+        epoch: jax.Array,
+        trainable: nnx.State | None,
+    ):
         """One optimizer step. Returns the new state and the step's outputs: ``sums`` = [loss·batch,
         correct, batch] and, with ``trainer.diagnostics``, ``grad_norms`` (‖∂L/∂W_l‖ per hidden kernel)."""
         regularization, loss_scale = member.regularization, state.loss_scale
@@ -231,8 +248,11 @@ class Trainer:
         if loss_scale is not None:  # exact: the scale is a power of two
             loss, grads = loss / loss_scale.scale, unscale(grads, loss_scale)
         # Before the freezing mask: the gradient the layer receives, trained or not.
-        grad_norms = kernel_norms(self._merge(grads, batch_stats).hidden_kernels()) \
-            if self.settings.trainer.diagnostics else None
+        grad_norms = (
+            kernel_norms(self._merge(grads, batch_stats).hidden_kernels())
+            if self.settings.trainer.diagnostics
+            else None
+        )
         opt_state = self._scheduled_opt_state(state, member, epoch)
         if trainable is not None:  # frozen layers: no gradient, no update (not even weight decay)
             grads = jax.tree.map(jnp.multiply, grads, trainable)
@@ -247,7 +267,8 @@ class Trainer:
         if loss_scale is not None:  # a non-finite gradient skips the whole step (BN statistics included)
             finite = all_finite(grads)
             params, batch_stats, new_opt_state = where_finite(
-                finite, (params, batch_stats, new_opt_state), (state.params, state.batch_stats, opt_state))
+                finite, (params, batch_stats, new_opt_state), (state.params, state.batch_stats, opt_state)
+            )
             loss_scale = adjust_loss_scale(loss_scale, finite, self.settings.trainer.loss_scale.growth_steps)
         new_state = TrainState(params, batch_stats, new_opt_state, state.step + 1, loss_scale)
         outputs = {"sums": jnp.stack([loss * x.shape[0], correct, jnp.float32(x.shape[0])])}
@@ -255,8 +276,9 @@ class Trainer:
             outputs["grad_norms"] = grad_norms
         return new_state, outputs
 
-    def _train_epoch(self, state: TrainState, member: Member, data: DeviceData, epoch: jax.Array,
-                     trainable: nnx.State | None):
+    def _train_epoch(
+        self, state: TrainState, member: Member, data: DeviceData, epoch: jax.Array, trainable: nnx.State | None
+    ):
         """One epoch; ``trainable`` (1/0 per parameter tensor, or None: all) freezes layers as data, so
         a phase change does not recompile."""
         trainer = self.settings.trainer
@@ -285,8 +307,9 @@ class Trainer:
             "train/accuracy": jnp.sum(sums[:, 1]) / seen,
             "lr": learning_rate_of(state.opt_state),
         }
-        val = self._evaluate(state.params, state.batch_stats, member.regularization, data.scaling,
-                             data.pixels_val, data.y_val)
+        val = self._evaluate(
+            state.params, state.batch_stats, member.regularization, data.scaling, data.pixels_val, data.y_val
+        )
         metrics.update({f"val/{k}": v for k, v in val.items()})
         if trainer.diagnostics:
             metrics["diagnostics"] = self._diagnostics(state, data, outputs["grad_norms"])
@@ -299,12 +322,23 @@ class Trainer:
         training batches, which is the gradient the layer trained with."""
         x = data.scaling.apply(data.pixels_val[: self.settings.trainer.diagnostics_batch])
         model = self._merge(state.params, state.batch_stats)
-        stats = jnp.stack([jnp.concatenate([activation_statistics(pre), activation_statistics(act)])
-                           for pre, act in model.layer_activations(x)])
+        stats = jnp.stack(
+            [
+                jnp.concatenate([activation_statistics(pre), activation_statistics(act)])
+                for pre, act in model.layer_activations(x)
+            ]
+        )
         return jnp.concatenate([stats, finite_mean(grad_norms)[:, None]], axis=1)
 
-    def _evaluate(self, params: nnx.State, batch_stats: nnx.State, regularization: Regularization,
-                  scaling: PixelScaling, pixels: jax.Array, y: jax.Array):
+    def _evaluate(
+        self,
+        params: nnx.State,
+        batch_stats: nnx.State,
+        regularization: Regularization,
+        scaling: PixelScaling,
+        pixels: jax.Array,
+        y: jax.Array,
+    ):
         """Mean loss (penalty included) and accuracy in inference mode, in fixed-size chunks."""
         n = pixels.shape[0]
         chunk = min(self.settings.trainer.eval_batch_size, n)
@@ -330,11 +364,11 @@ class Trainer:
         abstract = nnx.eval_shape(lambda: build_model(self.settings, self.n_features, self.n_classes))
         frozen = reused_layer_names(self.settings.model, len(abstract.blocks)) if phase.freeze == "reused" else set()
         params = nnx.state(abstract, nnx.Param)
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: jnp.float32(layer_of(path) not in frozen), params)
+        return jax.tree_util.tree_map_with_path(lambda path, _: jnp.float32(layer_of(path) not in frozen), params)
 
-    def evaluate(self, state: TrainState, regularization: Regularization, scaling: PixelScaling,
-                 pixels: jax.Array, y: jax.Array) -> Metrics:
+    def evaluate(
+        self, state: TrainState, regularization: Regularization, scaling: PixelScaling, pixels: jax.Array, y: jax.Array
+    ) -> Metrics:
         """Loss and accuracy of one (unstacked) state on uint8 ``pixels`` and labels ``y``."""
         metrics = self.evaluate_fn(state.params, state.batch_stats, regularization, scaling, pixels, y)
         return {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -35,8 +35,12 @@ class Donor(NamedTuple):
     batch_stats: nnx.State
 
 
-def transfer_layers(model_spec, params: nnx.State, batch_stats: nnx.State, source: Donor,
-                    ) -> tuple[nnx.State, nnx.State]:
+def transfer_layers(
+    model_spec,
+    params: nnx.State,
+    batch_stats: nnx.State,
+    source: Donor,
+) -> tuple[nnx.State, nnx.State]:
     """Copy the reused layers' variables from ``source`` (shapes must match); ConfigError naming the
     layer otherwise."""
     n_blocks = len(nnx.to_pure_dict(params).get("blocks", {}))
@@ -52,8 +56,9 @@ def transfer_layers(model_spec, params: nnx.State, batch_stats: nnx.State, sourc
             if key not in donor_leaves:
                 raise ConfigError(f"model.init_from: the source run has no {key} (it has fewer layers)")
             if donor_leaves[key].shape != leaf.shape:
-                raise ConfigError(f"model.init_from: {key} has shape {donor_leaves[key].shape} in the source run, "
-                                  f"{leaf.shape} here")
+                raise ConfigError(
+                    f"model.init_from: {key} has shape {donor_leaves[key].shape} in the source run, {leaf.shape} here"
+                )
             return donor_leaves[key]
 
         return jax.tree_util.tree_map_with_path(pick, target)

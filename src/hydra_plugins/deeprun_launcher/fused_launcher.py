@@ -44,9 +44,14 @@ class FusedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
         max_members = self.max_members
-        log.info(f"Launching {len(job_overrides)} jobs locally"
-                 + (f", fusing runs that differ only in numbers ({max_members} per program at most)"
-                    if max_members > 1 else ""))
+        log.info(
+            f"Launching {len(job_overrides)} jobs locally"
+            + (
+                f", fusing runs that differ only in numbers ({max_members} per program at most)"
+                if max_members > 1
+                else ""
+            )
+        )
         returns: list[JobReturn] = []
         for offset, overrides in enumerate(job_overrides):
             index = initial_job_idx + offset
@@ -56,8 +61,15 @@ class FusedLauncher(Launcher):
                 sweep_config.hydra.job.id = index
                 sweep_config.hydra.job.num = index
             # Makes the job's folder and .hydra/ files and validates it; training comes below.
-            returns.append(run_job(hydra_context=self.hydra_context, task_function=prepare, config=sweep_config,
-                                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            returns.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=prepare,
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         valid = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
@@ -67,8 +79,9 @@ class FusedLauncher(Launcher):
                     _ = ret.return_value  # a failed job's return_value raises its error
                 except Exception as error:
                     print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {error}", file=sys.stderr)
-                    _record_failure(ret, Path(ret.hydra_cfg.hydra.runtime.output_dir),
-                                    str(ret.cfg.get("name", "")), error)
+                    _record_failure(
+                        ret, Path(ret.hydra_cfg.hydra.runtime.output_dir), str(ret.cfg.get("name", "")), error
+                    )
         for group in group_runs([ret.return_value.config for ret in valid], max_members):
             self._train([valid[i] for i in group])
         return returns
