@@ -5,37 +5,20 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from deeprun.settings import CONFIG_DIR, Settings, settings_from_config
-
-# Small and quick: the synthetic dataset, one small hidden layer, no files.
-FAST = ("data=synthetic", "model.hidden=[32]", "trainer.epochs=1", "trainer.checkpoint=false", "trainer.plots=false")
-
-
-def compose_dict(overrides: Sequence[str] = ()) -> dict:
-    """The composed job config as a plain dict (what the CLI hands to ``settings_from_config``)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+from deeprun.settings import Settings
+from helpers.configs import fast_settings
 
 
 @pytest.fixture
 def make_settings() -> Callable[..., Settings]:
     """``make_settings("optimizer=adam", ...)``: FAST overrides plus yours, validated."""
 
-    def make(*overrides: str, fast: bool = True) -> Settings:
-        base = FAST if fast else ()
-        if any(o.startswith("model=") for o in overrides):  # another model may have no `hidden` field
-            base = tuple(o for o in base if not o.startswith("model."))
-        return settings_from_config(compose_dict([*base, *overrides]))
-
-    return make
+    return fast_settings
 
 
 @pytest.fixture(autouse=True)
@@ -44,18 +27,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DEEPRUN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("DEEPRUN_DATA", raising=False)
     yield
-
-
-def fashion_mnist_available() -> bool:
-    """True where the real data can be found without a download (e.g. Debian's package)."""
-    from deeprun.data.base import DataError
-    from deeprun.data.fashion_mnist import locate_fashion_mnist
-
-    try:
-        locate_fashion_mnist(None, download=False)
-        return True
-    except DataError:
-        return False
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_dict
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR, settings_from_config
+from helpers.configs import compose_dict
 
 
 def test_default_is_the_books_default_dnn_configuration():

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_dict
 from deeprun.loggers import LOGGERS, NoLogger, TensorBoard, all_of, epoch_scalars, flat_hparams
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR, settings_from_config
 from deeprun.sweeps.fusion import fusion_key, group_runs
+from helpers.commands import run_command
+from helpers.configs import compose_dict
 
 CONF = Path(CONFIG_DIR) / "logger"
 EVENTS = "events.out.tfevents.*"
@@ -73,10 +72,6 @@ def hparams_data(events) -> dict[str, object]:
         for value in event.summary.value
         if value.metadata.plugin_data.plugin_name == "hparams"
     }
-
-
-def run_command(*args: str, cwd: Path, module: str = "deeprun.commands.run") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ heads return *logits*; the loss applies the link function.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import jax
@@ -44,10 +43,8 @@ class ModelSpec:
                 f"model.output_initializer: unknown option {self.output_initializer!r}; "
                 f"valid options: {', '.join(INITIALIZERS.names())}"
             )
-        if self.init_from is not None:
-            source = Path(self.init_from)
-            require(source.is_dir(), "model.init_from", "must be an existing run folder", self.init_from)
-            require((source / "checkpoint").is_dir(), "model.init_from", "has no checkpoint/", self.init_from)
+        # Whether init_from is a finished run is checked when a run starts (runs.loading.load_donor): a
+        # finished transfer run's saved config stays valid after its donor is moved or deleted.
         if self.reuse_layers is not None:
             require_positive("model.reuse_layers", self.reuse_layers)
             require(self.init_from is not None, "model.reuse_layers", "needs model.init_from", self.reuse_layers)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprun.commands.common import fail
 from deeprun.exit_codes import ExitCode
 from deeprun.registry import plain_mapping
 from deeprun.settings import CONFIG_DIR, GROUPS, config_groups
@@ -155,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         listing = catalog(args)
     except ConfigError as error:
-        print(f"deeprun-list: error: {error}", file=sys.stderr)
-        sys.exit(ExitCode.BAD_INPUT)
+        fail(str(error), program="deeprun-list")
     from deeprun.commands.console import console
 
     for group, options in listing.items():

@@ -57,8 +57,11 @@ def load_run(run_dir: Path) -> LoadedRun:
 
 def load_donor(init_from: str) -> Donor:
     """The trained variables of the run in ``model.init_from`` (ConfigError if it is not a finished run)."""
-    from deeprun.registry import ConfigError
+    from deeprun.registry import ConfigError, require
 
+    source = Path(init_from)
+    require(source.is_dir(), "model.init_from", "must be an existing run folder", init_from)
+    require((source / "checkpoint").is_dir(), "model.init_from", "has no checkpoint/", init_from)
     try:
         state = load_run(Path(init_from)).state
     except ConfigError as error:

@@ -13,15 +13,16 @@ import numpy as np
 DIAGNOSTICS = ("pre_mean", "pre_std", "act_mean", "act_std", "grad_norm")
 
 
-def activation_statistics(x: jax.Array) -> jax.Array:
-    """``[mean, std]`` of a (batch, units) array, in float32, as ``deeprun-signal`` defines them:
+def layer_statistics(x: jax.Array) -> jax.Array:
+    """``[mean, std, rms]`` of a (batch, units) array, in float32 — the one definition the training
+    diagnostics and ``deeprun-signal`` share:
 
-        mean = (1/n) Σ_j mean_b(x[b, j]),    std = (1/n) Σ_j std_b(x[b, j]),
+        mean = (1/n) Σ_j mean_b(x[b, j]),    std = (1/n) Σ_j std_b(x[b, j]),    rms = √(mean_{b,j} x[b, j]²)
 
     i.e. the spread across examples, averaged over the units (a saturated unit, constant on every
     example, has std 0 whatever its value)."""
     x = x.astype(jnp.float32)
-    return jnp.stack([jnp.mean(x), jnp.mean(jnp.std(x, axis=0))])
+    return jnp.stack([jnp.mean(jnp.mean(x, axis=0)), jnp.mean(jnp.std(x, axis=0)), jnp.sqrt(jnp.mean(x * x))])
 
 
 def kernel_norms(kernels: Sequence[jax.Array]) -> jax.Array:

@@ -31,6 +31,7 @@ import numpy as np
 from deeprun.registry import require_non_negative, require_positive
 from deeprun.techniques.activations import ActivationSpec
 from deeprun.techniques.initializers import Initializer
+from deeprun.training.diagnostics import layer_statistics
 
 STATISTICS = ("mean", "std", "rms")
 
@@ -73,11 +74,6 @@ class SignalStats:
             {"depth": int(d), **{name: float(getattr(self, name)[d]) for name in STATISTICS}}
             for d in self.recorded(every)
         ]
-
-
-def layer_statistics(x: jax.Array) -> jax.Array:
-    """``[mean, std, rms]`` of a (batch, width) activation, as defined in the module docstring."""
-    return jnp.stack([x.mean(0).mean(), x.std(0).mean(), jnp.sqrt(jnp.mean(x * x))])
 
 
 def propagate(initializer: Initializer, activation: ActivationSpec, options: SignalOptions) -> SignalStats:

@@ -42,7 +42,7 @@ from deeprun.settings import Settings
 from deeprun.techniques.optimizers import learning_rate_of, with_hyperparams
 from deeprun.techniques.precision import LossScale, adjust_loss_scale, all_finite, compute_dtype, unscale, where_finite
 from deeprun.techniques.regularizers import Regularization
-from deeprun.training.diagnostics import activation_statistics, finite_mean, kernel_norms
+from deeprun.training.diagnostics import finite_mean, kernel_norms, layer_statistics
 from deeprun.training.state import DeviceData, Member, Metrics, TrainState
 from deeprun.training.transfer import Donor, layer_of, reused_layer_names, transfer_layers
 
@@ -324,7 +324,7 @@ class Trainer:
         model = self._merge(state.params, state.batch_stats)
         stats = jnp.stack(
             [
-                jnp.concatenate([activation_statistics(pre), activation_statistics(act)])
+                jnp.concatenate([layer_statistics(pre)[:2], layer_statistics(act)[:2]])
                 for pre, act in model.layer_activations(x)
             ]
         )

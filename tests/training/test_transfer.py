@@ -103,9 +103,9 @@ def test_reuse_only_the_first_layer(make_settings, source_run):
 
 def test_bad_transfer_settings(make_settings, source_run, tmp_path):
     with pytest.raises(ConfigError, match="model.init_from must be an existing run folder"):
-        make_settings(f"model.init_from={tmp_path / 'nope'}")
+        load_donor(str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="model.init_from has no checkpoint/"):
-        make_settings(f"model.init_from={tmp_path}")
+        load_donor(str(tmp_path))
     with pytest.raises(ConfigError, match="trainer.phases.freeze reused needs model.init_from"):
         make_settings("trainer.epochs=1", "trainer.phases=[{epochs: 1, freeze: reused}]")
     with pytest.raises(ConfigError, match=r"trainer.epochs must equal the phases' total \(3\)"):

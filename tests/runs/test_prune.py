@@ -1,8 +1,6 @@
 """deeprun-prune: zero a trained run's small weights and compare the metrics before/after."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,10 +8,7 @@ import pytest
 from deeprun.registry import ConfigError, options_from_tokens
 from deeprun.runs.loading import load_run
 from deeprun.runs.prune import PruneOptions, dense_layers, prune_kernel, prune_run
-
-
-def run(*args, cwd, module="deeprun.commands.run"):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+from helpers.commands import run_command as run
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_dict
 from deeprun.reports.book import EXPERIMENTS, compare, write_book_report
 from deeprun.settings import CONFIG_DIR, settings_from_config
 from deeprun.training.loop import fit
+from helpers.configs import compose_dict
 
 # The per-run overrides the Makefile's ch11 targets add to each experiment config.
 RUNS = {

@@ -17,7 +17,6 @@ from hydra.types import HydraContext
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import FAST
 from deeprun.commands.common import quiet_launcher_schema_warning
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR
@@ -28,6 +27,7 @@ from deeprun.sweeps.resources import (
     threads_per_job,
     usable_cpus,
 )
+from helpers.configs import FAST
 
 
 @pytest.fixture(autouse=True)

@@ -1,25 +1,20 @@
 """Bad input, as a table: each case exits 2 with one ``deeprun: error:`` line holding the expected
-fragment, and leaves nothing behind (no run or sweep folder, no change to a folder it names)."""
+fragment, and leaves nothing behind (no run or sweep folder, no change to a folder it names). The table runs
+the command in this process (:func:`helpers.commands.invoke`); one case also runs as a real process."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from deeprun.commands.run import main as deeprun_main
 from deeprun.data.fashion_mnist import FASHION_MNIST_SPLITS
-from test_data import write_idx
+from helpers.commands import deeprun, invoke
+from helpers.datasets import write_idx
 
 SYNTHETIC = ("data=synthetic", "model.hidden=[16]", "trainer.epochs=1", "trainer.plots=false")
-
-
-def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +128,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_bad_input_exits_2_with_one_line(args, fragment, folders, tmp_path):
     before = _snapshot(folders["finished"])
     synthetic = () if any(a.startswith("data=") for a in args) else ("data=synthetic",)
-    result = deeprun(*(_fill(a, folders) for a in args), *synthetic, cwd=tmp_path)
+    result = invoke(deeprun_main, *(_fill(a, folders) for a in args), *synthetic, cwd=tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("deeprun: error:")]
     assert result.returncode == 2, result.stderr
     assert len(errors) == 1 and fragment in errors[0], result.stderr
@@ -146,9 +141,25 @@ def test_at_least_25_cases():
     assert len(CASES) >= 25
 
 
+def test_one_case_in_a_new_process_too(folders, tmp_path):
+    """The in-process table above, checked once end to end: a real process, its real stderr."""
+    result = deeprun("optimizer=foo", "data=synthetic", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "deeprun: error: optimizer=foo: no such option; valid: adagrad, adam, adamax, adamw, momentum, nadam, "
+        "nesterov, rmsprop, sgd"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_alpha_dropout_with_batch_norm_is_allowed_but_warned(tmp_path):
-    result = deeprun(
-        *SYNTHETIC, "regularizer=alpha_dropout", "normalization=batchnorm", "trainer.checkpoint=false", cwd=tmp_path
+    result = invoke(
+        deeprun_main,
+        *SYNTHETIC,
+        "regularizer=alpha_dropout",
+        "normalization=batchnorm",
+        "trainer.checkpoint=false",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "deeprun: warning: alpha dropout with batch norm" in result.stderr

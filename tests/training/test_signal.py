@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,7 +10,9 @@ import pytest
 from deeprun.registry import ConfigError, from_mapping
 from deeprun.techniques.activations import ACTIVATIONS
 from deeprun.techniques.initializers import INITIALIZERS
-from deeprun.training.signal import SignalOptions, layer_statistics, propagate
+from deeprun.training.diagnostics import layer_statistics
+from deeprun.training.signal import SignalOptions, propagate
+from helpers.commands import run_command
 
 
 def signal(initializer: str, activation: str, **options) -> np.ndarray:
@@ -92,9 +92,7 @@ def test_options_are_validated():
 
 
 def run(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "deeprun.commands.signal", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return run_command(*args, cwd=cwd, module="deeprun.commands.signal")
 
 
 def test_deeprun_signal_command_writes_table_csv_json_and_png(tmp_path):

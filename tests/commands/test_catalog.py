@@ -1,17 +1,16 @@
 """deeprun-list: every config group, its options and their fields with defaults."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from deeprun.commands.catalog import catalog
+from deeprun.commands.catalog import main as catalog_main
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR, GROUPS
+from helpers.commands import invoke, run_command
 
 CONF = Path(CONFIG_DIR)
 
@@ -70,25 +69,22 @@ def test_unknown_group_is_an_error_naming_the_valid_ones():
         catalog(["optimiser"])
 
 
-def run(*args):
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "deeprun.commands.catalog", *args], capture_output=True, text=True, timeout=120, env=env
-    )
+def run(*args, cwd):
+    return run_command(*args, cwd=cwd, module="deeprun.commands.catalog", env={"COLUMNS": "200"})
 
 
-def test_deeprun_list_prints_every_group_and_option():
-    result = run()
+def test_deeprun_list_prints_every_group_and_option(tmp_path):
+    result = run(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for group, options in catalog().items():
         assert f"{group} ({group}=OPTION" in result.stdout
         for option in options:
             assert option.name in result.stdout
-    one = run("optimizer")
+    one = run("optimizer", cwd=tmp_path)
     assert "learning_rate = 0.001" in one.stdout and "momentum *" in one.stdout and "schedule (" not in one.stdout
 
 
-def test_deeprun_list_rejects_an_unknown_group():
-    result = run("optimizer", "nope")
+def test_deeprun_list_rejects_an_unknown_group(tmp_path):
+    result = invoke(catalog_main, "optimizer", "nope", cwd=tmp_path, program="deeprun-list")
     assert result.returncode == 2
     assert result.stderr.startswith("deeprun-list: error: unknown group 'nope'; valid groups: data, model")

@@ -13,11 +13,11 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import compose_dict
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, check_space, parse_space, set_path, tune_options
 from deeprun.sweeps.tuning import open_study, run_study
+from helpers.configs import compose_dict
 
 FAST = [
     "data=synthetic",

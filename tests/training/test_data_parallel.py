@@ -16,7 +16,7 @@ from deeprun.registry import ConfigError
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from tests.conftest import compose_dict
+    from helpers.configs import compose_dict
     from deeprun.settings import settings_from_config
     from deeprun.training.trainer import Trainer
     from deeprun.training.loop import fit
@@ -45,8 +45,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_two_devices_match_one():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONPATH": root}
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(tests)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONPATH": tests}
     process = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )

@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,11 +10,7 @@ from deeprun.registry import ConfigError, options_from_tokens
 from deeprun.reports.calibration import entropy, expected_calibration_error
 from deeprun.reports.mc_dropout import EvalOptions, mc_dropout
 from deeprun.training.lr_finder import suggest_max_rate
-
-
-def run(*args, cwd, module="deeprun.commands.run"):
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-    return result
+from helpers.commands import run_command as run
 
 
 @pytest.fixture(scope="module")

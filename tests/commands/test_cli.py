@@ -9,22 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fashion_mnist_available
 from deeprun.runs.folder import METRIC_KEYS
+from helpers.commands import deeprun
+from helpers.datasets import fashion_mnist_available
 
 FAST = ["data=synthetic", "model.hidden=[32]"]
-
-
-def deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "deeprun.commands.run", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def only_child(path: Path) -> Path:

@@ -145,8 +145,8 @@ def test_100_layers_selu_versus_relu():
     """The chapter's 100×100 network on standardized synthetic inputs, one epoch: SELU keeps every
     layer's activation std within [0.5, 1.5]; ReLU with He init loses the spread across examples with
     depth (its units grow correlated: the last layer's std is below a tenth of the first's)."""
-    from conftest import compose_dict
     from deeprun.settings import settings_from_config
+    from helpers.configs import compose_dict
 
     base = (
         "data=synthetic",

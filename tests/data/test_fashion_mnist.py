@@ -7,7 +7,6 @@ module constants that the fixtures point at the generated files.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from deeprun.data.storage import cache_dir, find_all_files
 from deeprun.data.synthetic import Synthetic
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR
+from helpers.datasets import write_idx
 
 CONF_DIR = CONFIG_DIR / "data"
 N_FULL, N_TEST, VAL_SIZE = 40, 10, 8
@@ -38,17 +38,6 @@ def scale(x_train, x_val, x_test, scaling):
     """Every split scaled with the train split's statistics, as the notebooks do."""
     scaler = pixel_scaling(x_train, scaling)
     return scaler.apply(x_train), scaler.apply(x_val), scaler.apply(x_test)
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:
-    """Write ``array`` (uint8) as an IDX file, gzipped when ``path`` ends in .gz; magic defaults by ndim."""
-    if magic is None:
-        magic = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC
-    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    content = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(content) if path.suffix == ".gz" else content)
-    return path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from conftest import compose_dict
 from deeprun.sweeps.fusion import fusion_key, group_runs
+from helpers.configs import compose_dict
 
 
 def key(*overrides):

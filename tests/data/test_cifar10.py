@@ -438,8 +438,8 @@ def test_val_size_must_leave_a_train_split(fake: FakeCifar) -> None:
 
 
 def test_hydra_config_group_composes() -> None:
-    from conftest import compose_dict
     from deeprun.settings import settings_from_config
+    from helpers.configs import compose_dict
 
     settings = settings_from_config(compose_dict(["data=cifar10", "data.scaling=standardize"]))
     assert settings.data == CIFAR10(scaling="standardize")

@@ -1,0 +1,1 @@
+"""What several test modules share: composing configs, running commands, small stand-in datasets."""
