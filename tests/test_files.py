@@ -12,7 +12,6 @@ from deeprun.files import (
     append_line,
     atomic_open,
     json_text,
-    write_bytes,
     write_figure,
     write_json,
     write_lines,
@@ -38,7 +37,6 @@ def test_every_writer_gives_the_umasks_mode(tmp_path, umask_027):
     figure.subplots().plot([0, 1], [1, 0])
     written = [
         write_text(tmp_path / "a.txt", "text"),
-        write_bytes(tmp_path / "b.bin", b"\x00\x01"),
         write_lines(tmp_path / "c.jsonl", ["1\n", "2\n"]),
         write_json(tmp_path / "d" / "e.json", {"x": 1}),
         write_figure(figure, tmp_path / "f.png"),

@@ -52,12 +52,6 @@ def write_text(path: Path, text: str) -> Path:
     return Path(path)
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    with atomic_open(path, "wb") as file:
-        file.write(data)
-    return Path(path)
-
-
 def write_lines(path: Path, lines: Iterable[str]) -> Path:
     with atomic_open(path) as file:
         file.writelines(lines)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from deeprun.commands.run import main as deeprun_main
 from deeprun.runs.folder import METRIC_KEYS
-from helpers.commands import deeprun
+from helpers.commands import deeprun, invoke
 from helpers.datasets import fashion_mnist_available
 
 FAST = ["data=synthetic", "model.hidden=[32]"]
@@ -68,7 +69,8 @@ def test_single_run_writes_every_file(tmp_path):
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
     for name in ("a", "b"):
         assert (
-            deeprun(
+            invoke(
+                deeprun_main,
                 *FAST,
                 "trainer.epochs=2",
                 f"name={name}",
@@ -87,7 +89,7 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
 
 
 def test_multirun_sweeps_each_job_into_its_own_folder(tmp_path):
-    result = deeprun("-m", *FAST, "optimizer=sgd,adam", "trainer.epochs=1", "name=sweep", cwd=tmp_path)
+    result = invoke(deeprun_main, "-m", *FAST, "optimizer=sgd,adam", "trainer.epochs=1", "name=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     sweep_dir = only_child(tmp_path / "outputs" / "sweeps" / "sweep")
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -101,7 +103,7 @@ def test_multirun_sweeps_each_job_into_its_own_folder(tmp_path):
 
 
 def test_help_lists_groups_and_options(tmp_path):
-    result = deeprun("--help", cwd=tmp_path)
+    result = invoke(deeprun_main, "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "optimizer: adagrad, adam, adamax, adamw, momentum, nadam, nesterov, rmsprop, sgd" in result.stdout
     assert "schedule: 1cycle, constant, exponential, performance, piecewise, power" in result.stdout
@@ -109,7 +111,7 @@ def test_help_lists_groups_and_options(tmp_path):
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
-    result = deeprun("--cfg", "job", "optimizer=nadam", cwd=tmp_path)
+    result = invoke(deeprun_main, "--cfg", "job", "optimizer=nadam", cwd=tmp_path)
     assert result.returncode == 0
     assert "name: nadam" in result.stdout and "momentum_schedule: legacy" in result.stdout
     assert not (tmp_path / "outputs").exists()
@@ -124,7 +126,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     ],
 )
 def test_invalid_value_exits_2_with_one_line_and_no_run_folder(tmp_path, args, message):
-    result = deeprun(*FAST, *args, cwd=tmp_path)
+    result = invoke(deeprun_main, *FAST, *args, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"deeprun: error: {message}" or message in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
@@ -133,7 +135,7 @@ def test_invalid_value_exits_2_with_one_line_and_no_run_folder(tmp_path, args, m
 
 
 def test_unknown_option_lists_the_valid_ones(tmp_path):
-    result = deeprun("optimizer=adamm", cwd=tmp_path)
+    result = invoke(deeprun_main, "optimizer=adamm", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "deeprun: error: optimizer=adamm: no such option; valid: adagrad, adam, "
@@ -142,7 +144,7 @@ def test_unknown_option_lists_the_valid_ones(tmp_path):
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-    result = deeprun(f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+    result = invoke(deeprun_main, f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
     assert result.returncode == 2
     for hint in ("data.root", "DEEPRUN_DATA", "apt-get install dataset-fashion-mnist"):
         assert hint in result.stderr
@@ -186,7 +188,9 @@ def test_checkpoint_restores_the_final_state(tmp_path, make_settings):
     from deeprun.runs.loading import load_run
     from deeprun.training.trainer import Trainer
 
-    result = deeprun(*FAST, "trainer.epochs=2", "name=ckpt", "optimizer=adam", "normalization=batchnorm", cwd=tmp_path)
+    result = invoke(
+        deeprun_main, *FAST, "trainer.epochs=2", "name=ckpt", "optimizer=adam", "normalization=batchnorm", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     run_dir = only_child(tmp_path / "outputs/runs/ckpt")
     loaded = load_run(run_dir)

@@ -8,7 +8,8 @@ import shutil
 
 from omegaconf import OmegaConf
 
-from helpers.commands import deeprun, run_command
+from deeprun.commands import evaluate, export, prune
+from helpers.commands import deeprun, invoke
 
 SMALL = ("data=synthetic", "model.hidden=[16,8]", "trainer.epochs=1", "trainer.plots=false")
 
@@ -25,13 +26,13 @@ def test_b_on_a_works_after_a_is_deleted_from_another_folder(tmp_path):
 
     shutil.rmtree(work / "A")
     run_b = str(work / "B")
-    evaluated = run_command(run_b, "mc_samples=2", cwd=elsewhere, module="deeprun.commands.evaluate")
+    evaluated = invoke(evaluate.main, run_b, "mc_samples=2", cwd=elsewhere)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads((work / "B" / "mc_dropout.json").read_text())["mc_samples"] == 2
-    pruned = run_command(run_b, "threshold=0.01", cwd=elsewhere, module="deeprun.commands.prune")
+    pruned = invoke(prune.main, run_b, "threshold=0.01", cwd=elsewhere)
     assert pruned.returncode == 0, pruned.stderr
     assert (work / "B" / "prune.json").is_file() and (work / "B" / "pruned" / "checkpoint").is_dir()
-    exported = run_command(run_b, "batch_sizes=[1]", "repeats=1", cwd=elsewhere, module="deeprun.commands.export")
+    exported = invoke(export.main, run_b, "batch_sizes=[1]", "repeats=1", cwd=elsewhere)
     assert exported.returncode == 0, exported.stderr
     assert (work / "B" / "export" / "model.npz").is_file()
     assert not list(elsewhere.iterdir())  # nothing written where the commands ran

@@ -147,7 +147,7 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     """Ctrl-C: status interrupted, resume/ kept; resuming finishes the run in the same folder."""
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=50", f"hydra.run.dir={run}"],
+        [sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=12", f"hydra.run.dir={run}"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -165,7 +165,7 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     refused = _deeprun(f"trainer.resume={run}", "optimizer=adam", cwd=tmp_path)
     assert refused.returncode == 2
     assert "trainer.resume: optimizer=adam disagrees with the saved config" in refused.stderr
-    finished = _deeprun(f"trainer.resume={run}", "trainer.epochs=50", cwd=tmp_path)  # the run's own override
+    finished = _deeprun(f"trainer.resume={run}", "trainer.epochs=12", cwd=tmp_path)  # the run's own override
     assert finished.returncode == 0, finished.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] in ("completed", "stopped_early")
