@@ -32,6 +32,17 @@ def make_settings() -> Callable[..., Settings]:
     return fast_settings
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache(tmp_path_factory):
+    """The persistent compilation cache, as the commands use it, for the in-process runs too: the tests
+    train many identical programs (runs that differ only in seed or learning rate share them), and a test
+    process serves them from this worker's cache instead of compiling each again."""
+    from deeprun.training.trainer import configure_compilation_cache
+
+    os.environ["DEEPRUN_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "cache")
+    configure_compilation_cache(True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep decoded-data caches out of the user's home during tests (the system dataset still counts)."""

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from deeprun.commands.run import main as deeprun_main
 from deeprun.loggers import LOGGERS, NoLogger, TensorBoard, all_of, epoch_scalars, flat_hparams
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR, settings_from_config
 from deeprun.sweeps.fusion import fusion_key, group_runs
-from helpers.commands import run_command
+from helpers.commands import invoke, run_command
 from helpers.configs import compose_dict
 
 CONF = Path(CONFIG_DIR) / "logger"
@@ -78,7 +79,8 @@ def hparams_data(events) -> dict[str, object]:
 def sweep(tmp_path_factory) -> Path:
     """Two seeds × {tensorboard, none}: four jobs that differ in numbers and the logger, fused."""
     cwd = tmp_path_factory.mktemp("loggers")
-    result = run_command(
+    result = invoke(
+        deeprun_main,
         "-m",
         "data=synthetic",
         "model.hidden=[16,8]",

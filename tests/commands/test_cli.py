@@ -150,6 +150,7 @@ def test_missing_data_says_how_to_get_it(tmp_path):
         assert hint in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed (make data)")
 def test_nadam_1cycle_one_epoch_on_real_fashion_mnist(tmp_path):
     result = deeprun("optimizer=nadam", "schedule=1cycle", "trainer.epochs=1", "name=real", cwd=tmp_path)

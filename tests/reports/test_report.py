@@ -4,14 +4,13 @@ tables, the comparison figures, ``deeprun-report`` and the Hydra callback at the
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from deeprun.commands.report import main
+from deeprun.commands.run import main as deeprun_main
 from deeprun.reports.sweep import (
     COLUMNS,
     CURVES_PNG,
@@ -24,6 +23,7 @@ from deeprun.reports.sweep import (
 from deeprun.runs.folder import METRIC_KEYS
 from deeprun.runs.records import NoRunsError, collect_runs
 from deeprun.sweeps.callbacks import SweepSummary
+from helpers.commands import invoke, run_command
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMON = ["data=synthetic", "model.hidden=[16]"]
@@ -215,9 +215,7 @@ def test_main_in_process(sweep, capsys):
 
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name("deeprun-report")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "deeprun.commands.report"]
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return run_command(*args, cwd=cwd, module="deeprun.commands.report")
 
 
 def test_deeprun_report_command(sweep, tmp_path):
@@ -262,24 +260,15 @@ def test_a_sweep_of_zero_jobs_is_bad_input(tmp_path, capsys):
 
 def test_sweep_writes_its_summary_at_the_end(tmp_path):
     """End to end: `deeprun -m` runs the callback registered in conf/config.yaml."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeprun.commands.run",
-            "-m",
-            "data=synthetic",
-            "model.hidden=[16]",
-            "trainer.epochs=1",
-            "trainer.checkpoint=false",
-            "optimizer=sgd,adam",
-        ],
+    result = invoke(
+        deeprun_main,
+        "-m",
+        "data=synthetic",
+        "model.hidden=[16]",
+        "trainer.epochs=1",
+        "trainer.checkpoint=false",
+        "optimizer=sgd,adam",
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     sweeps = list((tmp_path / "outputs" / "sweeps" / "default").iterdir())

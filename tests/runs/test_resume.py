@@ -13,12 +13,14 @@ import jax
 import numpy as np
 import pytest
 
+from deeprun.commands.run import main as deeprun_main
 from deeprun.runs.checkpoints import EpochCheckpoints
 from deeprun.runs.folder import read_metrics
 from deeprun.runs.loading import load_run
 from deeprun.training.loop import fit
 from deeprun.training.state import ResumePoint
 from deeprun.training.trainer import Trainer
+from helpers.commands import invoke
 
 
 def _host(point: ResumePoint) -> ResumePoint:
@@ -88,12 +90,6 @@ def _checkpointed_epoch(run_dir: Path) -> int:
     return max((int(p.name) for p in resume.iterdir() if p.name.isdigit()), default=0) if resume.is_dir() else 0
 
 
-def _deeprun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
 SLOW_EPOCHS = (
     "data=synthetic",
     "data.n_train=12000",
@@ -127,10 +123,10 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed / "summary.json").exists()
 
-    resumed = _deeprun(f"trainer.resume={killed}", cwd=tmp_path)
+    resumed = invoke(deeprun_main, f"trainer.resume={killed}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "reference"
-    assert _deeprun(*SLOW_EPOCHS, f"hydra.run.dir={reference}", cwd=tmp_path).returncode == 0
+    assert invoke(deeprun_main, *SLOW_EPOCHS, f"hydra.run.dir={reference}", cwd=tmp_path).returncode == 0
 
     assert not list(tmp_path.glob("outputs/runs/*/*")), "resuming must not leave a new run folder"
     assert _without_times(read_metrics(killed / "metrics.jsonl")) == _without_times(
@@ -147,7 +143,7 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     """Ctrl-C: status interrupted, resume/ kept; resuming finishes the run in the same folder."""
     run = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=12", f"hydra.run.dir={run}"],
+        [sys.executable, "-m", "deeprun.commands.run", *SLOW_EPOCHS, "trainer.epochs=6", f"hydra.run.dir={run}"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -162,10 +158,12 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     stopped_after = json.loads((run / "summary.json").read_text())["epochs_completed"]
     assert _checkpointed_epoch(run) == stopped_after
 
-    refused = _deeprun(f"trainer.resume={run}", "optimizer=adam", cwd=tmp_path)
+    refused = invoke(deeprun_main, f"trainer.resume={run}", "optimizer=adam", cwd=tmp_path)
     assert refused.returncode == 2
     assert "trainer.resume: optimizer=adam disagrees with the saved config" in refused.stderr
-    finished = _deeprun(f"trainer.resume={run}", "trainer.epochs=12", cwd=tmp_path)  # the run's own override
+    finished = invoke(
+        deeprun_main, f"trainer.resume={run}", "trainer.epochs=6", cwd=tmp_path
+    )  # the run's own override
     assert finished.returncode == 0, finished.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] in ("completed", "stopped_early")
@@ -175,7 +173,8 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
 
 def test_a_diverging_run_exits_3_and_records_the_epoch(tmp_path):
     run = tmp_path / "run"
-    result = _deeprun(
+    result = invoke(
+        deeprun_main,
         "data=synthetic",
         "trainer.epochs=3",
         "optimizer=sgd",
@@ -190,5 +189,5 @@ def test_a_diverging_run_exits_3_and_records_the_epoch(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_epoch"] == 1
     assert not (run / "resume").exists(), "a diverged run cannot be resumed: its epoch checkpoint goes"
-    refused = _deeprun(f"trainer.resume={run}", cwd=tmp_path)
+    refused = invoke(deeprun_main, f"trainer.resume={run}", cwd=tmp_path)
     assert refused.returncode == 2 and "has finished (status: diverged)" in refused.stderr

@@ -2,11 +2,12 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
+from deeprun.commands.run import main as deeprun_main
 from deeprun.sweeps.fusion import fusion_key, group_runs
+from helpers.commands import invoke
 from helpers.configs import compose_dict
 
 
@@ -68,14 +69,7 @@ def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tm
         cwd.mkdir()
         flags = [a for a in args if a.startswith("-")]
         overrides = [a for a in args if not a.startswith("-")]
-        result = subprocess.run(
-            [sys.executable, "-m", "deeprun.commands.run", *flags, *common, *overrides],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            env=os.environ,
-            timeout=300,
-        )
+        result = invoke(deeprun_main, *flags, *common, *overrides, cwd=cwd)
         assert result.returncode == 0, result.stderr
         return result
 
@@ -108,23 +102,16 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
         cwd = tmp_path / str(max_members)
         cwd.mkdir()
         extra = [] if max_members is None else [f"hydra.launcher.max_members={max_members}"]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "deeprun.commands.run",
-                "-m",
-                "data=synthetic",
-                "model.hidden=[16]",
-                "trainer.epochs=1",
-                "trainer.seed=1,2",
-                "trainer.checkpoint=false",
-                *extra,
-            ],
+        result = invoke(
+            deeprun_main,
+            "-m",
+            "data=synthetic",
+            "model.hidden=[16]",
+            "trainer.epochs=1",
+            "trainer.seed=1,2",
+            "trainer.checkpoint=false",
+            *extra,
             cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=300,
         )
         assert result.returncode == 0, result.stderr
         assert "Launching 2 jobs locally" in result.stdout
