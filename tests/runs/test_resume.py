@@ -161,9 +161,7 @@ def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     refused = invoke(deeprun_main, f"trainer.resume={run}", "optimizer=adam", cwd=tmp_path)
     assert refused.returncode == 2
     assert "trainer.resume: optimizer=adam disagrees with the saved config" in refused.stderr
-    finished = invoke(
-        deeprun_main, f"trainer.resume={run}", "trainer.epochs=6", cwd=tmp_path
-    )  # the run's own override
+    finished = invoke(deeprun_main, f"trainer.resume={run}", "trainer.epochs=6", cwd=tmp_path)  # the run's own override
     assert finished.returncode == 0, finished.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] in ("completed", "stopped_early")
