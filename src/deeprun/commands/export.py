@@ -1,28 +1,7 @@
 """``deeprun-export RUN_DIR [precision=float32] [batch_sizes=[1,32,256,1024]] [repeats=50]``: the book's
 low-latency guideline — fold batch norm into the Dense layers, export, and time inference per precision.
 
-At inference, batch norm is a fixed per-feature affine map (Eq. 11-4 with the moving statistics):
-
-    BN(x) = γ⊗(x − μ)/σ + β = s⊗x + t,   s = γ/σ,  t = β − γ⊗μ/σ,  σ = √(v + ε)   (Keras ε = 1e-3)
-
-so it merges into an adjacent Dense layer (x ↦ xW + b, W of shape in × out):
-
-- BN right after the Dense (``normalization=batchnorm_before``: Dense → BN → activation), the book's
-  formula: W' = W·diag(s), i.e. W'[:, j] = γ_j W[:, j]/σ_j, and b' = s⊗b + t = γ⊗(b − μ)/σ + β.
-- BN before the Dense (``normalization=batchnorm``: the input BN layer, and BN after each activation,
-  which the next Dense reads): (s⊗x + t)W + b = x·diag(s)W + (tW + b), so W' = diag(s)·W (row i scaled
-  by s_i) and b' = b + tW.
-
-The pixel scaling the run was trained with (x = p/255, or (p/255 − m)/std when standardizing) is the
-same kind of affine map, so it is folded into the first Dense as well: the exported model reads raw
-pixel values (0–255, flattened). What remains is Dense → activation → … → Dense, logits out; dropout is
-an identity at inference. PReLU's learned slopes are exported with their layer.
-
-``RUN_DIR/export/`` gets ``model.npz`` (kernels, biases, PReLU slopes in ``precision``; bfloat16 stored as
-its uint16 bit pattern), ``manifest.json`` (layers, shapes, activation, head, precision) and
-``latency.json``: the median time of one jitted call per batch size for the unfolded float32 model and
-the folded model in float32, bfloat16 and float16, with each variant's test accuracy and its argmax
-agreement with the unfolded model. :func:`load_export` runs the export from these files alone.
+What it computes and writes: ``deeprun.runs.export``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """``deeprun-prune RUN_DIR threshold=T [save=true]``: the book's sparse-model guideline — train with ℓ1
 (``regularizer=l1``), then zero out the tiny weights.
 
-Every Dense kernel (hidden and output) has its weights with |w| < T set to 0; biases, BN parameters and
-statistics are kept. The run is evaluated on its validation and test splits before and after (the loss is
-Keras's: cross-entropy plus the run's ℓ1/ℓ2 penalty, which pruning shrinks too, so the penalty is recorded
-as well). ``prune.json`` in the run folder records, per layer, the kernel's size, its zeros before and after
-and the sparsity (fraction of zeros after pruning), the totals, and the metrics before/after. With
-``save=true`` the pruned weights go to ``RUN_DIR/pruned/``, itself a run folder (config, summary,
-checkpoint) that ``deeprun-eval`` and ``deeprun-export`` accept.
+What it computes and writes: ``deeprun.runs.prune``.
 """
 
 from __future__ import annotations

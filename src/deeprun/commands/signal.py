@@ -1,22 +1,7 @@
 """``deeprun-signal [initializer=lecun_normal] [activation=selu] [layers=1000] [width=100] [every=100]
 [batch=500] [seed=42]``: the book's self-normalization demo for any initializer × activation.
 
-A batch of standardized random inputs x₀ ~ N(0, 1) of shape (batch, width) goes through ``layers``
-bias-free Dense layers at initialization, x_l = f(x_{l−1} W_l) with a fresh W_l (width × width) drawn
-from the initializer at each layer, and the statistics of each layer's output are recorded. ``mean`` and
-``std`` are the book's: per unit over the batch, then averaged over the units,
-
-    mean_l = (1/n) Σ_j mean_b(x_l[b, j]),    std_l = (1/n) Σ_j std_b(x_l[b, j]),
-
-and ``rms_l = √(mean over batch and units of x_l²)`` is the second moment that He/Glorot/LeCun
-initialization is designed to preserve. SELU with LeCun init keeps mean ≈ 0 and std ≈ 1 over 1000
-layers (its fixed point is attracting); sigmoid with a normal init drifts to mean 0.5 and std → 0; ReLU
-with He init keeps E[x²] in expectation, but at finite width its scale random-walks and its units grow
-correlated across the batch, so ``std`` shrinks well before ``rms`` does.
-
-The layers run in one compiled ``lax.scan``. Writes ``signal.csv`` (every layer), ``signal.json`` (the
-options and the table of every ``every``-th layer) and ``signal.png`` to
-``outputs/signal/<initializer>-<activation>/<time>/``, and prints the table.
+What it computes and writes: ``deeprun.training.signal``.
 """
 
 from __future__ import annotations
