@@ -65,7 +65,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
 
 def load_deeprun_data() -> Data:
     """Fashion-MNIST exactly as deeprun sees it: 55,000 train / last 5,000 val, float32 pixels / 255."""
-    from deeprun.data.base import DATASETS
+    from deeprun.data import DATASETS
 
     dataset = DATASETS.build({"name": "fashion_mnist"}).load()
     return Data(*(np.asarray(getattr(dataset, name)) for name in ARRAYS), tuple(dataset.input_shape))
