@@ -16,7 +16,7 @@ MAX_LINES = 500
 
 #: Bottom to top: a module may import from its own layer and the layers below, never from above.
 LAYERS = (
-    ("deeprun", "deeprun.registry", "deeprun.exit_codes", "deeprun.files", "deeprun.monitor"),
+    ("deeprun", "deeprun.registry", "deeprun.exit_codes", "deeprun.files", "deeprun.monitor", "deeprun.memory"),
     ("deeprun.techniques",),
     ("deeprun.data",),
     ("deeprun.models", "deeprun.loggers"),

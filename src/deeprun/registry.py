@@ -10,12 +10,16 @@ is rejected with one line naming the field before anything is compiled.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+#: Every integer field (a count, a size, a seed) is a 32-bit integer in the compiled program.
+INT32_MAX = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -72,10 +76,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is int:
         require(isinstance(value, int) and not isinstance(value, bool), where, "must be an integer", value)
+        require(-INT32_MAX <= value <= INT32_MAX, where, f"must fit in 32 bits (|value| <= {INT32_MAX})", value)
         return value
     if annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         require(ok, where, "must be a number", value)
+        require(math.isfinite(value), where, "must be a finite number", value)
         return float(value)
     if annotation is str:
         require(isinstance(value, str), where, "must be a string", value)

@@ -106,7 +106,7 @@ CASES = [
     ),
     # output folders
     (("hydra.run.dir={file}/run",), "cannot create the output folder: [Errno 20] Not a directory"),
-    (("hydra.run.dir={finished}",), "already holds a run (summary.json)"),
+    (("hydra.run.dir={finished}",), "already holds a run or sweep (summary.json)"),
     (("-m", "trainer.seed=range(0)"), "the sweep expands to zero jobs"),
     # resume
     (("trainer.resume={root}/nowhere",), "is not a deeprun run folder (no .hydra/config.yaml)"),

@@ -63,7 +63,7 @@ def test_resumed_fit_equals_uninterrupted(make_settings, overrides):
     full = fit(settings, dataset, saver=lambda point: points.append(_host(point)))
     assert [len(p.progress["history"]) for p in points] == list(range(1, len(full.history) + 1))[: len(points)]
 
-    resumed = fit(settings, dataset, resume_from=lambda like: points[1])
+    resumed = fit(settings, dataset, resume_from=points[1])
     assert _without_times(resumed.history) == _without_times(full.history)
     assert resumed.status == full.status and resumed.best_epoch == full.best_epoch
     assert resumed.resumed_at == (2,)

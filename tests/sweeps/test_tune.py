@@ -2,7 +2,6 @@
 invalid trials, the sweep lock, and the command end to end."""
 
 import csv
-import fcntl
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, check_space, parse_space, set_path, tune_options
 from deeprun.sweeps.tuning import open_study, run_study
 from helpers.configs import compose_dict
+from helpers.ownership import folder_owned_by_another_process
 
 FAST = [
     "data=synthetic",
@@ -248,9 +248,8 @@ def test_a_bad_value_in_the_command_fails_once_before_any_trial(tmp_path):
 def test_one_process_at_a_time_tunes_a_sweep_folder(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    with open(sweep / ".tune.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(ConfigError, match="is being tuned by another process"):
+    with folder_owned_by_another_process(sweep):
+        with pytest.raises(ConfigError, match="is in use by another deeprun process"):
             run_study(options(n_trials=1), composer(), sweep)
     assert not (sweep / STUDY_DB).exists()
 

@@ -8,33 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import re
 import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from deeprun.exit_codes import ExitCode
+from deeprun.exit_codes import ExitCode, for_signal
 from deeprun.registry import ConfigError, options_from_tokens
-from deeprun.training.loop import StopRequest
+
+if TYPE_CHECKING:
+    from deeprun.training.loop import StopRequest
 
 T = TypeVar("T")
 
 
-def fail(message: str, run_dir: Path | None = None, program: str = "deeprun") -> NoReturn:
-    """Print one error line and exit 2; remove the run folder Hydra made if nothing else is in it."""
+def fail(message: str, program: str = "deeprun") -> NoReturn:
+    """Print one error line and exit 2; the folders this command made and left empty are removed."""
+    from deeprun.runs.ownership import release_all
+
     print(f"{program}: error: {message}", file=sys.stderr)
-    if run_dir is not None:
-        discard_if_empty(run_dir)
+    release_all(discard=True)
     sys.exit(ExitCode.BAD_INPUT)
-
-
-def discard_if_empty(run_dir: Path) -> None:
-    """Remove a folder Hydra made if it holds nothing but Hydra's own ``.hydra/``."""
-    if run_dir.exists() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def quiet_launcher_schema_warning() -> None:
@@ -50,53 +47,114 @@ def quiet_launcher_schema_warning() -> None:
     )
 
 
+#: The signals that stop a command: Ctrl-C, and what Slurm, Kubernetes and ``timeout`` send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, stopping the command at once: before training, or a second one during it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def interrupt_at_once() -> dict[int, Any] | None:
+    """SIGINT and SIGTERM raise :class:`Interrupted` (SIGTERM's default would end the process silently)."""
+    return _install(_interrupt)
+
+
+def exit_interrupted(program: str, error: KeyboardInterrupt) -> NoReturn:
+    """One line and exit 130 (SIGINT) or 143 (SIGTERM); the folders this command made and had not yet
+    written into are removed, the others (a run's progress) kept."""
+    from deeprun.runs.ownership import release_all
+
+    signum = getattr(error, "signum", signal.SIGINT)
+    release_all(discard=True)
+    kept = JOB.folder is not None and JOB.folder.exists()
+    where = f"; its state is in {JOB.folder}" if kept else "; nothing was kept"
+    print(f"{program}: interrupted ({signal.Signals(signum).name}){where}", file=sys.stderr)
+    sys.exit(for_signal(signum))
+
+
+def _install(handler: Any) -> dict[int, Any] | None:
+    """Set ``handler`` for :data:`STOP_SIGNALS`; the previous handlers (None: not the main thread)."""
+    try:
+        return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    except ValueError:
+        return None
+
+
+def _restore(previous: dict[int, Any] | None) -> None:
+    for signum, handler in (previous or {}).items():
+        signal.signal(signum, handler)
+
+
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[StopRequest]:
-    """While training, the first SIGINT asks for a clean stop at the end of the epoch; a second one
-    interrupts at once (Python's default). Outside the main thread there is no handler."""
+    """While training, the first SIGINT or SIGTERM asks for a clean stop at the end of the epoch
+    (``JOB.signal`` records which); a second one interrupts at once. Outside the main thread there is
+    no handler."""
+    from deeprun.training.loop import StopRequest
+
     stop = StopRequest()
 
     def request_stop(signum: int, frame: Any) -> None:
-        stop.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop.requested, JOB.signal = True, signum
+        _install(_interrupt)
 
-    try:
-        previous = signal.signal(signal.SIGINT, request_stop)
-    except ValueError:
-        yield stop
-        return
+    previous = _install(request_stop)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _restore(previous)
 
 
 def run_hydra_app(app: Callable[[], Any], program: str) -> None:
     """Run a ``@hydra.main`` app. Errors Hydra finds before a job starts (an unknown option, a malformed
     override, an output folder it cannot create) end like deeprun's own: one ``PROGRAM: error:`` line,
-    exit 2. ``job_started`` (set by the app once Hydra hands it a job) tells later OSErrors apart."""
+    exit 2. ``JOB.started`` (set by the app once Hydra hands it a job) tells later OSErrors apart.
+    SIGINT or SIGTERM outside training ends with one line and exit 130 or 143; what the command had
+    made and not yet written into is removed."""
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
+    from deeprun.runs.ownership import release_all
+
     quiet_launcher_schema_warning()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here instead of printing them itself
-    JOB.started = False
+    JOB.started, JOB.signal, JOB.folder = False, signal.SIGINT, None
+    previous = interrupt_at_once()
     try:
         app()
     except MissingConfigException as error:
         fail(missing_option_message(error), program=program)
     except (HydraException, OmegaConfBaseException) as error:
-        fail(unknown_key_message(error.__cause__) or one_line(str(error)), program=program)
+        fail(unknown_key_message(error.__cause__) or override_message(error), program=program)
+    except ConfigError as error:  # raised by deeprun's Hydra callbacks, before any job
+        fail(str(error), program=program)
+    except KeyboardInterrupt as error:
+        exit_interrupted(program, error)
     except OSError as error:
         if JOB.started:
             raise
         fail(f"cannot create the output folder: {error}", program=program)
+    finally:
+        release_all()
+        _restore(previous)
 
 
 class JOB:
-    """Whether Hydra has handed this process a job (set by each app's first line)."""
+    """This process's command: whether Hydra has handed it a job (set by each app's first line), the
+    signal that stopped it and the folder its state is in (set by the app)."""
 
     started = False
+    signal: int = signal.SIGINT
+    folder: Path | None = None
 
 
 def missing_option_message(error: Any) -> str:
@@ -118,6 +176,22 @@ def unknown_key_message(cause: BaseException | None) -> str | None:
     if not cause.full_key:
         return None
     return f"{cause.full_key}: no such field; valid: {', '.join(sorted(str(k) for k in parent))}"
+
+
+def override_message(error: BaseException) -> str:
+    """Hydra's error, with the cause it hides: ``trainer.phases={epochs: 1}`` → "... : trainer.phases
+    is a list; cannot merge a mapping into it"."""
+    message = one_line(str(error))
+    cause = error.__cause__
+    if cause is not None and message.startswith("Error merging override"):
+        key = getattr(cause, "full_key", "") or ""
+        detail = one_line(str(cause)).split("; full_key:")[0].split("; object_type")[0]
+        kinds = {"DictConfig": "a mapping", "ListConfig": "a list"}
+        merged = re.match(r"Cannot merge (\w+) with (\w+)", detail)
+        if merged and key and {merged[1], merged[2]} <= set(kinds):
+            return f"{message}: {key} is {kinds[merged[2]]}, the override gives {kinds[merged[1]]}"
+        return f"{message}: {key + ': ' if key else ''}{detail}"
+    return message
 
 
 def one_line(message: str) -> str:

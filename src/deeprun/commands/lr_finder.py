@@ -40,7 +40,7 @@ def _main(cfg: DictConfig) -> None:
         data = settings_from_config({k: v for k, v in config.items() if k != "lr_finder"}).data.load()
         settings = settings_from_config(finder_config(config, len(data.y_train)))
     except ConfigError as error:
-        fail(str(error), run_dir)
+        fail(str(error))
     result = fit(settings, data)
     losses = result.batch_losses
     assert losses is not None  # fit keeps every step's loss

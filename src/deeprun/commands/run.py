@@ -5,6 +5,7 @@ config → validated settings → data + model + optimizer → compiled epochs �
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import traceback
@@ -18,14 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deeprun.commands.common import (
-    JOB,
-    discard_if_empty,
-    fail,
-    run_hydra_app,
-    stop_on_interrupt,
-)
-from deeprun.exit_codes import ExitCode
+from deeprun.commands.common import JOB, fail, run_hydra_app, stop_on_interrupt
+from deeprun.exit_codes import ExitCode, for_signal
 from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
 from deeprun.training.trainer import configure_compilation_cache
@@ -33,37 +28,61 @@ from deeprun.training.trainer import configure_compilation_cache
 
 @dataclass
 class PreparedRun:
-    """A validated run, the folder Hydra made for it and the donor of its reused layers, if any."""
+    """A validated run, its folder, the donor of its reused layers (if any) and, for a run that goes on
+    in its folder (``trainer.resume``, or a job of a continued sweep), the epochs it can resume after."""
 
     settings: Any
     config: dict[str, Any]
     run_dir: Path
     label: str
     donor: Any = None
+    resume_epochs: list[int] | None = None  # None: a new run; [0, ...]: 0 is "from the start"
+    resume_epoch: int = 0  # the one it resumes after (the latest, unless its fused group needs another)
+
+
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``run_dir`` (a continued sweep keeps it), else None."""
+    from deeprun.runs.folder import FINISHED
+    from deeprun.runs.records import read_run
+
+    summary = read_run(run_dir).summary
+    return summary if summary is not None and summary.get("status") in FINISHED else None
 
 
 def prepare(cfg: DictConfig) -> PreparedRun:
     """Validate a composed job config (raises ConfigError) and set up the process for it.
 
-    With ``trainer.resume=<run dir>`` the run is that folder's, with its saved config, and the folder
-    Hydra made for this invocation is removed. ``model.init_from`` is recorded as an absolute path and
-    its run is read now (bad input before anything compiles).
+    With ``trainer.resume=<run dir>`` the run is that folder's, with its saved config (in a sweep, the
+    job's own folder becomes a link to it, so the sweep's summary lists it). A job of a sweep whose
+    folder already holds a run (the same command continued) resumes it the same way.
+    ``model.init_from`` is recorded as an absolute path and its run is read now (bad input before
+    anything compiles).
     """
-    from deeprun.runs.folder import record_config
-    from deeprun.runs.loading import load_donor, resumed_config
+    from deeprun.runs.folder import holds_progress, record_config
+    from deeprun.runs.loading import load_donor, resume_epochs, resumed_config
     from deeprun.settings import advisories, settings_from_config
+    from deeprun.sweeps.callbacks import claim_resumed
     from deeprun.training.trainer import training_devices
 
     config = plain_mapping(cfg)
     settings = settings_from_config(config)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if settings.trainer.resume is not None:
-        resume_dir = Path(settings.trainer.resume)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    resume = settings.trainer.resume
+    if resume is None and in_sweep and holds_progress(run_dir):
+        resume = str(run_dir)
+    epochs = None
+    if resume is not None:
+        resume_dir = Path(resume)
+        if in_sweep and resume_dir.resolve() != run_dir.resolve():
+            claim_resumed(resume_dir)
+            link_job_folder(run_dir, resume_dir)
         config = resumed_config(resume_dir, list(hydra_cfg.overrides.task), config)
         settings = settings_from_config(config)
-        discard_if_empty(run_dir)
         run_dir = resume_dir
+        epochs = resume_epochs(run_dir)
+    JOB.folder = run_dir if not in_sweep else Path(str(hydra_cfg.sweep.dir))
     donor = None
     if settings.model.init_from is not None:
         donor = load_donor(settings.model.init_from)
@@ -76,51 +95,77 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     for note in advisories(settings):
         print(f"deeprun: warning: {note}", file=sys.stderr)
     configure_compilation_cache(settings.trainer.compilation_cache)
-    label = settings.name if hydra_cfg.mode == RunMode.RUN else f"{settings.name} #{hydra_cfg.job.num}"
-    return PreparedRun(settings, config, run_dir, label, donor)
+    label = settings.name if not in_sweep else f"{settings.name} #{hydra_cfg.job.num}"
+    return PreparedRun(settings, config, run_dir, label, donor, epochs, epochs[-1] if epochs else 0)
+
+
+def link_job_folder(job_dir: Path, run_dir: Path) -> None:
+    """A sweep job that resumes another folder: its own folder (Hydra's ``.hydra/`` only) becomes a
+    link to that run, where the sweep's summary finds it."""
+    import shutil
+
+    if job_dir.is_dir() and not job_dir.is_symlink():
+        shutil.rmtree(job_dir)
+    job_dir.symlink_to(run_dir.resolve(), target_is_directory=True)
 
 
 def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any]]:
-    """Train runs (several: fused into one program) and write each run's folder; returns summaries."""
+    """Train runs (several: fused into one program) and write each run's folder; returns summaries.
+
+    Everything that can be checked is checked before the first write: that the runs fit (steps,
+    counters, memory) and, for resumed runs, that their checkpoints restore whole into their configs'
+    structure. A ConfigError from here leaves every folder as it was."""
     from deeprun.commands.console import EpochProgress, console, results_table, summary_line
     from deeprun.loggers import all_of
     from deeprun.runs.folder import RunFolder, preload_writers
+    from deeprun.runs.loading import load_resume_point
+    from deeprun.training.limits import check_run_fits
     from deeprun.training.loop import fit_many
 
     start = time.perf_counter()
-    trainer_settings = runs[0].settings.trainer
-    preload_writers(trainer_settings.checkpoint, trainer_settings.plots)
+    first = runs[0].settings
+    for run in runs:
+        check_run_fits(run.settings, len(dataset.y_train), dataset.n_features, dataset.n_classes, len(runs), run.donor)
+    points = [
+        load_resume_point(run.run_dir, run.settings, dataset.n_features, dataset.n_classes, run.resume_epoch)
+        for run in runs
+    ]
+    preload_writers(first.trainer.checkpoint, first.trainer.plots)
     folders = [RunFolder(run.run_dir) for run in runs]
-    epochs = runs[0].settings.trainer.epochs
     title = runs[0].label if len(runs) == 1 else f"{len(runs)} fused runs ({', '.join(r.label for r in runs)})"
     console.print(
         f"[bold]deeprun[/] {title}: {dataset.name} "
         f"({len(dataset.y_train):,} train / {len(dataset.y_val):,} val / {len(dataset.y_test):,} test)"
     )
+    for run, folder, point in zip(runs, folders, points, strict=True):
+        if run.resume_epochs is not None:
+            folder.restart(point.progress["history"] if point is not None else [])
+            after = f"after epoch {run.resume_epoch}" if run.resume_epoch else "from the start (no epoch had finished)"
+            console.print(f"resuming {folder.path} {after}")
     logs = [run.settings.logger.open(run.run_dir, run.config) for run in runs]
     savers = [
         all_of(folder.epoch_checkpoints.save if run.settings.trainer.checkpoint else None, log.saver)
         for run, folder, log in zip(runs, folders, logs, strict=True)
     ]
-    resume_from = resume_point_loader(folders[0]) if runs[0].settings.trainer.resume is not None else None
-    with EpochProgress(epochs, title) as progress, stop_on_interrupt() as stop:
+    with EpochProgress(first.trainer.epochs, title) as progress, stop_on_interrupt() as stop:
         callbacks = [
             [folder.append_metrics, progress.printer(run.label if len(runs) > 1 else ""), log.epoch]
             for run, folder, log in zip(runs, folders, logs, strict=True)
         ]
         try:
             results = fit_many(
-                [run.settings for run in runs],
-                dataset,
-                callbacks,
-                savers,
-                resume_from,
-                stop,
-                [run.donor for run in runs],
+                [run.settings for run in runs], dataset, callbacks, savers, points, stop, [run.donor for run in runs]
             )
-        except BaseException:
+        except BaseException as error:
             for log in logs:
                 log.close()
+            if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: what the folders hold is kept
+                from deeprun.runs.folder import write_failure
+
+                for run, folder in zip(runs, folders, strict=True):
+                    folder.epoch_checkpoints.close()
+                    if folder.metrics_path.exists():
+                        write_failure(folder.path, run.settings.name, error, status="interrupted")
             raise
         finally:  # an error or a second Ctrl-C: the last epoch's checkpoint still reaches the disk
             for folder in folders:
@@ -142,19 +187,6 @@ def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any
     return summaries
 
 
-def resume_point_loader(folder):
-    """``fit``'s ``resume_from``: the folder's latest epoch checkpoint; ``metrics.jsonl`` is cut back to it."""
-    from deeprun.commands.console import console
-
-    def load(like):
-        point = folder.epoch_checkpoints.load(like)
-        folder.restart_metrics(point.progress["history"])
-        console.print(f"resuming {folder.path} after epoch {len(point.progress['history'])}")
-        return point
-
-    return load
-
-
 def sweep_job(cfg: DictConfig) -> dict[str, Any]:
     """One job of a sweep, under a launcher that runs jobs one by one in this process or in others
     (Hydra's basic launcher, joblib, submitit; the fused launcher trains its jobs itself).
@@ -164,19 +196,27 @@ def sweep_job(cfg: DictConfig) -> dict[str, Any]:
     diverged job returns its own. Otherwise ``sys.exit`` would kill a joblib worker or a submitit job
     (and with it the sweep), and Hydra's sweeper would stop at the first failed job, before the sweep
     summary is written. The sweep's exit status comes from :class:`deeprun.sweeps.callbacks.SweepSummary`.
+    A job whose folder holds a finished run (a continued sweep, a requeued submitit job) keeps it.
+    A job whose resume point cannot be read leaves its folder as it was (the sweep reports it unfinished).
     """
+    from deeprun.runs.checkpoints import CheckpointError
     from deeprun.runs.folder import write_failure
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    finished = finished_summary(run_dir)
+    if finished is not None:
+        return finished
     try:
         run = prepare(cfg)
         run_dir = run.run_dir
         summary = train_and_record([run], run.settings.data.load())[0]
     except Exception as error:
-        if not isinstance(error, ConfigError):
+        if not isinstance(error, (ConfigError, OSError)):
             traceback.print_exc()
         print(f"deeprun: error: job {hydra_cfg.job.num}: {error}", file=sys.stderr)
+        if isinstance(error, CheckpointError):
+            return {"status": "incomplete", "error": str(error)}
         return write_failure(run_dir, str(cfg.get("name", "")), error)
     if summary["status"] == "interrupted":
         exit_interrupted(summary, run_dir)
@@ -184,13 +224,19 @@ def sweep_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def exit_interrupted(summary: dict[str, Any], run_dir: Path) -> None:
-    print(f"deeprun: interrupted after epoch {summary['epochs_completed']}; its state is in {run_dir}", file=sys.stderr)
-    sys.exit(ExitCode.INTERRUPTED)
+    print(
+        f"deeprun: interrupted after epoch {summary['epochs_completed']}; its state is in {run_dir} "
+        f"(continue with trainer.resume={run_dir})",
+        file=sys.stderr,
+    )
+    sys.exit(for_signal(JOB.signal))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     """One job: a single run, or one job of a sweep (:func:`sweep_job`)."""
+    from deeprun.runs.folder import write_failure
+
     JOB.started = True
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return sweep_job(cfg)
@@ -198,14 +244,14 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
         run = prepare(cfg)
         dataset = run.settings.data.load()
     except ConfigError as error:
-        fail(str(error), Path(HydraConfig.get().runtime.output_dir))
+        fail(str(error))
     try:
         summary = train_and_record([run], dataset)[0]
-    except ConfigError as error:  # found while setting up (model.init_from's shapes): still bad input
-        fail(str(error), run.run_dir)
+    except ConfigError as error:  # before anything was written (model.init_from's shapes, a damaged resume point)
+        fail(str(error))
+    except OSError as error:  # the folder became unwritable (disk full, read-only): the last checkpoint is kept
+        fail_to_write(run.run_dir, run.settings.name, error)
     except Exception as error:
-        from deeprun.runs.folder import write_failure
-
         write_failure(run.run_dir, run.settings.name, error)
         raise
     if summary["status"] == "diverged":
@@ -214,6 +260,21 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     if summary["status"] == "interrupted":
         exit_interrupted(summary, run.run_dir)
     return summary
+
+
+def fail_to_write(run_dir: Path, name: str, error: OSError) -> None:
+    """One line naming the path and the cause, exit 1; the summary says so where it still can be written."""
+    from deeprun.runs.folder import write_failure
+
+    with contextlib.suppress(OSError):
+        write_failure(run_dir, name, error)
+    cause = error.strerror or str(error)
+    print(
+        f"deeprun: error: cannot write {error.filename or run_dir}: {cause}; the last finished epoch's checkpoint "
+        f"is kept (continue with trainer.resume={run_dir} once the folder is writable)",
+        file=sys.stderr,
+    )
+    sys.exit(ExitCode.FAILED)
 
 
 def main() -> None:

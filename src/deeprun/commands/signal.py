@@ -81,7 +81,7 @@ def _main(cfg: DictConfig) -> None:
             SignalOptions, {k: v for k, v in config.items() if k not in ("initializer", "activation")}, ""
         )
     except ConfigError as error:
-        fail(str(error), out_dir)
+        fail(str(error))
     stats = propagate(initializer, activation, options)
     title = (
         f"{config['initializer']['name']} × {config['activation']['name']}: {options.layers} layers of "

@@ -90,7 +90,7 @@ def _main(cfg: DictConfig) -> None:
                 log=lambda line: console.print(line, markup=False, soft_wrap=True),
             )
     except ConfigError as error:
-        fail(str(error), sweep_dir)
+        fail(str(error))
     except Interrupted as error:
         print(f"deeprun-tune: {error}", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)

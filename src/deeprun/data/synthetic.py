@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from deeprun.data.base import DATASETS, Dataset, Scaling, make_dataset, require_choice
+from deeprun.memory import require_fits
 from deeprun.registry import (
     require,
     require_non_negative,
@@ -41,6 +42,11 @@ class Synthetic:
         require_choice("data.scaling", self.scaling, Scaling)
 
     def load(self) -> Dataset:
+        count = self.n_train + self.n_val + self.n_test
+        # float64 values of the largest split while sampling, then the uint8 pixels of all of them.
+        largest = max(self.n_train + self.n_val, self.n_test)
+        need = self.image_size**2 * (8 * (largest + self.n_classes) + count)
+        require_fits("data.image_size", need, f"{count:,} synthetic images of {self.image_size}x{self.image_size}")
         rng = np.random.default_rng(self.seed)
         prototypes = rng.uniform(0.0, 1.0, (self.n_classes, self.image_size**2))
 

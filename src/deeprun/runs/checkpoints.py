@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 
+from deeprun.registry import ConfigError
 from deeprun.training.state import ResumePoint, TrainState
 
 
@@ -30,12 +33,31 @@ def save_state(path: Path, state: TrainState) -> Path:
 
 
 def restore_state(path: Path, like: TrainState) -> TrainState:
-    """Restore a checkpoint into the structure of ``like`` (a state of the same run configuration)."""
+    """Restore a checkpoint into the structure of ``like`` (a state of the same run configuration, or
+    its ``jax.ShapeDtypeStruct`` structure); ConfigError if it is damaged or holds another structure."""
     import orbax.checkpoint as ocp
 
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _unreadable(path), ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(Path(path).resolve(), _payload(like))
-    return _state_like(like, restored)
+        return _state_like(like, restored)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be read back (damaged, or of another structure)."""
+
+
+@contextlib.contextmanager
+def _unreadable(path: Path) -> Iterator[None]:
+    """Any error reading a checkpoint becomes one ConfigError line naming it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:
+        detail = " ".join(str(error).split())[:300]
+        raise CheckpointError(
+            f"{path}: the checkpoint is damaged or does not match the run's config ({type(error).__name__}: {detail})"
+        ) from None
 
 
 def _state_like(like: TrainState, restored: dict[str, Any]) -> TrainState:
@@ -48,12 +70,17 @@ def _state_like(like: TrainState, restored: dict[str, Any]) -> TrainState:
     )
 
 
+KEPT_EPOCHS = 2
+
+
 class EpochCheckpoints:
     """``resume/<epoch>/``: after every epoch, everything a resumed run needs (its training state, the
     best weights early stopping keeps, the host-side counters and history), as one orbax checkpoint.
 
     Saving is asynchronous (the files are written while the next epoch trains) and atomic (orbax
-    finalises a checkpoint by renaming it; a half-written one is ignored); the latest epoch is kept.
+    finalises a checkpoint by renaming it; a half-written one is ignored). The last two epochs are kept:
+    a kill during one save still leaves the one before, and the members of a fused sweep killed while
+    saving can all go back to the epoch they share.
     """
 
     def __init__(self, path: Path):
@@ -64,7 +91,9 @@ class EpochCheckpoints:
         import orbax.checkpoint as ocp
 
         if self._manager is None:
-            self._manager = ocp.CheckpointManager(self.path, options=ocp.CheckpointManagerOptions(max_to_keep=1))
+            self._manager = ocp.CheckpointManager(
+                self.path, options=ocp.CheckpointManagerOptions(max_to_keep=KEPT_EPOCHS)
+            )
         progress = {**point.progress, "has_best_weights": point.best_weights is not None}
         self._manager.save(
             len(point.progress["history"]),
@@ -80,33 +109,41 @@ class EpochCheckpoints:
             self._manager.close()
             self._manager = None
 
-    def latest_epoch(self) -> int | None:
-        """The last epoch with a complete checkpoint (None: there is none)."""
+    def epochs(self) -> list[int]:
+        """The epochs with a complete checkpoint, in order (empty: none)."""
         import orbax.checkpoint as ocp
 
         if not self.path.is_dir():
-            return None
-        with ocp.CheckpointManager(self.path) as manager:
-            return manager.latest_step()
+            return []
+        with _unreadable(self.path), ocp.CheckpointManager(self.path) as manager:
+            return sorted(manager.all_steps())
 
-    def load(self, like: TrainState) -> ResumePoint:
-        """The latest epoch's point, restored into the structure of ``like`` (the run's initial state)."""
+    def latest_epoch(self) -> int | None:
+        """The last epoch with a complete checkpoint (None: there is none)."""
+        epochs = self.epochs()
+        return epochs[-1] if epochs else None
+
+    def load(self, like: TrainState, epoch: int | None = None) -> ResumePoint:
+        """Epoch ``epoch``'s point (None: the latest), restored into the structure of ``like`` (the run's
+        initial state or its abstract structure); ConfigError if it is damaged or does not fit ``like``."""
         import orbax.checkpoint as ocp
 
-        with ocp.CheckpointManager(self.path) as manager:
-            epoch = manager.latest_step()
+        with _unreadable(self.path / str(epoch or "")), ocp.CheckpointManager(self.path) as manager:
+            epoch = manager.latest_step() if epoch is None else epoch
             progress = manager.restore(epoch, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
             best_like = (like.params, like.batch_stats) if progress.pop("has_best_weights") else None
             restored = manager.restore(
                 epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(_resume_payload(like, best_like)))
             )["state"]
-        best = None
-        if best_like is not None:
-            best = tuple(
-                jax.tree.unflatten(jax.tree.structure(tree), jax.tree.leaves(restored["best"][field]))
-                for tree, field in zip(best_like, ("params", "batch_stats"), strict=True)
-            )
-        return ResumePoint(_state_like(like, restored), best, progress)
+            best = None
+            if best_like is not None:
+                best = tuple(
+                    jax.tree.unflatten(jax.tree.structure(tree), jax.tree.leaves(restored["best"][field]))
+                    for tree, field in zip(best_like, ("params", "batch_stats"), strict=True)
+                )
+            if len(progress["history"]) != epoch:
+                raise CheckpointError(f"{self.path / str(epoch)}: its history has {len(progress['history'])} epochs")
+            return ResumePoint(_state_like(like, restored), best, progress)
 
 
 def _resume_payload(state: TrainState, best_weights: tuple[Any, Any] | None) -> dict[str, Any]:

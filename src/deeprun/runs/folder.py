@@ -42,19 +42,25 @@ def preload_writers(checkpoint: bool, plots: bool) -> threading.Thread:
     return thread
 
 
-def write_failure(run_dir: Path, name: str, error: BaseException) -> dict[str, Any]:
-    """Record a run that failed: ``summary.json`` with ``status: failed`` and the error, so a sweep's
-    summary shows why (the epochs it finished stay in ``metrics.jsonl``); returns that summary."""
+def write_failure(run_dir: Path, name: str, error: BaseException, status: str = "failed") -> dict[str, Any]:
+    """Record a run that failed (or, ``status="interrupted"``, was stopped at once): ``summary.json``
+    with the status and the error, so a sweep's summary shows why (the epochs it finished stay in
+    ``metrics.jsonl``, its last epoch checkpoint in ``resume/``); returns that summary."""
     metrics = Path(run_dir) / "metrics.jsonl"
     summary = {
         "name": name,
-        "status": "failed",
+        "status": status,
         "error": f"{type(error).__name__}: {error}",
         "epochs_completed": len(read_metrics(metrics)) if metrics.exists() else 0,
         "process": process_environment(),
     }
     write_json(Path(run_dir) / "summary.json", summary)
     return summary
+
+
+def holds_progress(run_dir: Path) -> bool:
+    """Whether a run has started in ``run_dir`` (a metrics line, an epoch checkpoint or a summary)."""
+    return any((Path(run_dir) / name).exists() for name in ("metrics.jsonl", RESUME_DIR, "summary.json"))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -93,12 +99,17 @@ class RunFolder:
         if "diagnostics" in record:
             append_line(self.diagnostics_path, _diagnostics_line(record))
 
-    def restart_metrics(self, history: list[dict[str, Any]]) -> None:
+    def restart(self, history: list[dict[str, Any]]) -> None:
         """On resume: ``metrics.jsonl`` (and ``diagnostics.jsonl``) hold exactly the checkpoint's epochs
-        (a killed run may have written a line for an epoch whose checkpoint it did not finish)."""
+        (a killed run may have written a line for an epoch whose checkpoint it did not finish); with
+        no checkpoint (``history`` empty) the run starts again and its epoch checkpoints go."""
         write_lines(self.metrics_path, [_metrics_line(record) for record in history])
-        if any("diagnostics" in record for record in history):
-            write_lines(self.diagnostics_path, [_diagnostics_line(record) for record in history])
+        if self.diagnostics_path.exists() or any("diagnostics" in record for record in history):
+            write_lines(
+                self.diagnostics_path, [_diagnostics_line(record) for record in history if "diagnostics" in record]
+            )
+        if not history:
+            shutil.rmtree(self.epoch_checkpoints.path, ignore_errors=True)
 
     def write_csv(self, history: list[dict[str, Any]]) -> Path:
         path = self.path / "metrics.csv"

@@ -11,8 +11,8 @@ from typing import Any
 from deeprun.registry import plain_mapping
 from deeprun.runs.checkpoints import EpochCheckpoints, restore_state
 from deeprun.runs.folder import FINISHED, RESUME_DIR
-from deeprun.training.state import TrainState
-from deeprun.training.transfer import Donor
+from deeprun.training.state import ResumePoint, TrainState
+from deeprun.training.transfer import Donor, describe_layers
 
 
 @dataclass
@@ -45,14 +45,38 @@ def load_run(run_dir: Path) -> LoadedRun:
     config_file, summary_file = run_dir / ".hydra" / "config.yaml", run_dir / "summary.json"
     if not config_file.is_file() or not summary_file.is_file():
         raise ConfigError(f"{run_dir} is not a deeprun run folder (no .hydra/config.yaml or summary.json)")
+    summary = _read_json(summary_file)
+    status = summary.get("status")
+    if status == "diverged":
+        raise ConfigError(
+            f"{run_dir} diverged at epoch {summary.get('diverged_epoch')} (NaN/inf loss): a diverged run keeps no checkpoint"
+        )
     if not (run_dir / "checkpoint").is_dir():
-        raise ConfigError(f"{run_dir} has no checkpoint (was it run with trainer.checkpoint=false?)")
+        if status not in FINISHED:
+            raise ConfigError(
+                f"{run_dir} has not finished (status: {status}); continue it with trainer.resume={run_dir}"
+            )
+        raise ConfigError(f"{run_dir} has no checkpoint (it ran with trainer.checkpoint=false)")
     settings = settings_from_config(plain_mapping(config_file))
-    data = json.loads(summary_file.read_text())["data"]
+    data = summary.get("data") or {}
+    if not {"n_features", "n_classes"} <= set(data):
+        raise ConfigError(f"{summary_file} lacks the data's dimensions (data.n_features, data.n_classes)")
     # The structure alone: a transfer run's donor (model.init_from) is not needed to read it back.
     like = state_structure(settings, data["n_features"], data["n_classes"])
     state = restore_state(run_dir / "checkpoint", like)
     return LoadedRun(run_dir, settings, data["n_features"], data["n_classes"], state)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from deeprun.registry import ConfigError
+
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path} is unreadable: {error}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return value
 
 
 def load_donor(init_from: str) -> Donor:
@@ -63,10 +87,10 @@ def load_donor(init_from: str) -> Donor:
     require(source.is_dir(), "model.init_from", "must be an existing run folder", init_from)
     require((source / "checkpoint").is_dir(), "model.init_from", "has no checkpoint/", init_from)
     try:
-        state = load_run(Path(init_from)).state
+        run = load_run(Path(init_from))
     except ConfigError as error:
         raise ConfigError(f"model.init_from: {error}") from None
-    return Donor(state.params, state.batch_stats)
+    return Donor(run.state.params, run.state.batch_stats, describe_layers(run.settings))
 
 
 _MISSING = object()
@@ -78,7 +102,7 @@ def resumed_config(run_dir: Path, overrides: list[str], current: dict[str, Any])
     A resumed run keeps its own config. Every other override given with ``trainer.resume`` must agree
     with it: either it is one of the run's original overrides, or ``current`` (the config composed
     with the overrides) has the same value at its key as the saved config. ConfigError otherwise, and
-    if the folder is not a run, has finished, or has no per-epoch checkpoint.
+    if the folder is not a run or has finished. (A run with no finished epoch checkpoint starts again.)
     """
     from omegaconf import OmegaConf
 
@@ -91,11 +115,6 @@ def resumed_config(run_dir: Path, overrides: list[str], current: dict[str, Any])
         status = json.loads(summary_file.read_text()).get("status")
         if status in FINISHED:
             raise ConfigError(f"trainer.resume: {run_dir} has finished (status: {status}); nothing to resume")
-    if EpochCheckpoints(run_dir / RESUME_DIR).latest_epoch() is None:
-        raise ConfigError(
-            f"trainer.resume: {run_dir} has no per-epoch checkpoint in {RESUME_DIR}/ (it stopped "
-            "before its first epoch ended, or ran with trainer.checkpoint=false)"
-        )
     saved = plain_mapping(config_file)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     original = set(OmegaConf.load(overrides_file)) if overrides_file.is_file() else set()
@@ -121,3 +140,19 @@ def _select(config: dict[str, Any], dotted: str) -> Any:
             return _MISSING
         node = node[part]
     return node
+
+
+def resume_epochs(run_dir: Path) -> list[int]:
+    """The epochs an unfinished run in ``run_dir`` can resume after (0: from the start, always possible)."""
+    return [0, *EpochCheckpoints(Path(run_dir) / RESUME_DIR).epochs()]
+
+
+def load_resume_point(run_dir: Path, settings, n_features: int, n_classes: int, epoch: int) -> ResumePoint | None:
+    """The point ``run_dir``'s run resumes from after ``epoch`` (0: None, from the start), read whole and
+    checked against the structure of the run's saved config: ConfigError if it is damaged or does not fit."""
+    from deeprun.training.trainer import state_structure
+
+    if epoch == 0:
+        return None
+    like = state_structure(settings, n_features, n_classes)
+    return EpochCheckpoints(Path(run_dir) / RESUME_DIR).load(like, epoch)

@@ -22,7 +22,7 @@ from typing import Any
 from deeprun.techniques.optimizers import OPTIMIZERS
 
 _IGNORED_TOP_LEVEL = {"name", "initializer", "logger"}
-_TRAINER_NUMBERS = {"seed"}
+_TRAINER_NUMBERS = {"seed", "resume"}  # resume: each run's own folder, host-side
 _EARLY_STOPPING_NUMBERS = {"patience", "min_delta"}
 
 

@@ -16,13 +16,11 @@ every trial, so a crash loses at most the trial in progress.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import io
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from deeprun.registry import ConfigError, require
+from deeprun.runs.ownership import claim
 from deeprun.sweeps.tune_space import (
     RETRIED,
     STUDY_DB,
@@ -323,22 +322,6 @@ def retry_abandoned(study) -> list[int]:
     return [trial.number for trial in abandoned]
 
 
-@contextlib.contextmanager
-def sweep_lock(sweep_dir: Path) -> Iterator[None]:
-    """One process at a time per sweep folder (another would take this one's running trials for
-    crashed ones)."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / ".tune.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"tune.dir: {sweep_dir} is being tuned by another process") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 class Interrupted(Exception):
     """Ctrl-C stopped a trial; the study is saved and the trial queued again."""
 
@@ -361,28 +344,28 @@ def run_study(
     base = compose([])
     settings_from_config(base)  # a bad value in the command fails once here, not in every trial
     check_space(options.space, base)
-    with sweep_lock(sweep_dir):
-        study = open_study(sweep_dir, options, str(base.get("name", "tune")))
-        for number in retry_abandoned(study):
-            log(f"trial {number} was cut off by a crash: marked failed, its parameters queued again")
+    claim(sweep_dir)  # one process per study folder: another would take this one's running trials for crashed ones
+    study = open_study(sweep_dir, options, str(base.get("name", "tune")))
+    for number in retry_abandoned(study):
+        log(f"trial {number} was cut off by a crash: marked failed, its parameters queued again")
+    write_tables(study, options, sweep_dir)
+    if study.get_trials(deepcopy=False):
+        log(f"resuming the study in {sweep_dir}: {counted_trials(study)} of {options.n_trials} trials done")
+    datasets = _DatasetCache()
+    while counted_trials(study) < options.n_trials:
+        trial = study.ask()
+        run_dir = sweep_dir / "trials" / str(trial.number)
+        try:
+            outcome = run_trial(trial, options, compose, run_dir, datasets, stop)
+        except KeyboardInterrupt:  # outside the epochs (compiling, writing): the trial is lost
+            outcome = Outcome("interrupted")
+        record(study, trial, outcome, run_dir)
         write_tables(study, options, sweep_dir)
-        if study.get_trials(deepcopy=False):
-            log(f"resuming the study in {sweep_dir}: {counted_trials(study)} of {options.n_trials} trials done")
-        datasets = _DatasetCache()
-        while counted_trials(study) < options.n_trials:
-            trial = study.ask()
-            run_dir = sweep_dir / "trials" / str(trial.number)
-            try:
-                outcome = run_trial(trial, options, compose, run_dir, datasets, stop)
-            except KeyboardInterrupt:  # outside the epochs (compiling, writing): the trial is lost
-                outcome = Outcome("interrupted")
-            record(study, trial, outcome, run_dir)
-            write_tables(study, options, sweep_dir)
-            log(trial_line(study.trials[trial.number], options))
-            if outcome.status == "interrupted":
-                raise Interrupted(
-                    f"interrupted in trial {trial.number}; run the same command with tune.dir={sweep_dir} to resume"
-                )
+        log(trial_line(study.trials[trial.number], options))
+        if outcome.status == "interrupted":
+            raise Interrupted(
+                f"interrupted in trial {trial.number}; run the same command with tune.dir={sweep_dir} to resume"
+            )
     return study
 
 

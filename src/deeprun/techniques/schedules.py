@@ -417,6 +417,12 @@ class OneCycle:
             _require_positive_if_set(name, getattr(self, name))
         require_in_unit_interval("schedule.max_momentum", self.max_momentum)
         require_in_unit_interval("schedule.min_momentum", self.min_momentum)
+        require(
+            self.min_momentum <= self.max_momentum,
+            "schedule.min_momentum",
+            f"must be <= max_momentum ({self.max_momentum})",
+            self.min_momentum,
+        )
 
     def plan(self, base_lr: float, steps_per_epoch: int, epochs: int) -> OneCyclePlan:
         iterations = self.iterations or epochs * steps_per_epoch
@@ -430,13 +436,21 @@ class OneCycle:
         )
         max_lr = _or(self.max_lr, base_lr)
         start_lr = _or(self.start_lr, max_lr / 10)
+        last_lr = _or(self.last_lr, start_lr / 1000)
+        require(
+            start_lr <= max_lr,
+            "schedule.start_lr",
+            f"must be <= max_lr ({max_lr:g}): 1cycle rises to its peak",
+            start_lr,
+        )
+        require(last_lr <= max_lr, "schedule.last_lr", f"must be <= max_lr ({max_lr:g})", last_lr)
         return OneCyclePlan(
             iterations=iterations,
             last_iterations=last_iterations,
             half=(iterations - last_iterations) // 2,
             start_lr=start_lr,
             max_lr=max_lr,
-            last_lr=_or(self.last_lr, start_lr / 1000),
+            last_lr=last_lr,
         )
 
     def resolve(self, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:

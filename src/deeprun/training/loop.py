@@ -147,7 +147,7 @@ def fit(
     dataset,
     callbacks: Sequence[EpochCallback] = (),
     saver: EpochSaver | None = None,
-    resume_from: Callable[[TrainState], ResumePoint] | None = None,
+    resume_from: ResumePoint | None = None,
     stop: StopRequest | None = None,
     donor: Donor | None = None,
 ) -> TrainResult:
@@ -157,11 +157,11 @@ def fit(
     ``train/accuracy``, ``val/loss``, ``val/accuracy``, ``epoch_time_s``; with ``trainer.diagnostics``
     also ``diagnostics``, the rows of :func:`layer_records`) as soon as it is known.
     ``saver`` receives a :class:`ResumePoint` after every epoch the run goes on from; ``resume_from``
-    maps the freshly initialised state (the structure to restore into) to the point to continue from.
+    is the point (saved by an earlier process) to continue from.
     ``stop``, once requested, ends the run after the current epoch (status ``interrupted``); ``donor``
     holds ``model.init_from``'s trained variables.
     """
-    return fit_many([settings], dataset, [callbacks], [saver], resume_from, stop, [donor])[0]
+    return fit_many([settings], dataset, [callbacks], [saver], [resume_from], stop, [donor])[0]
 
 
 def fit_many(
@@ -169,7 +169,7 @@ def fit_many(
     dataset,
     callbacks: Sequence[Sequence[EpochCallback]] | None = None,
     savers: Sequence[EpochSaver | None] | None = None,
-    resume_from: Callable[[TrainState], ResumePoint] | None = None,
+    resume_from: Sequence[ResumePoint | None] | None = None,
     stop: StopRequest | None = None,
     donors: Sequence[Donor | None] | None = None,
 ) -> list[TrainResult]:
@@ -177,15 +177,16 @@ def fit_many(
 
     The runs must share the data, the model structure, the optimizer and schedule kinds, the selected
     regularizers and the trainer's shape settings (see ``deeprun.sweeps.fusion``); each gets its own result.
-    ``savers`` and ``donors`` (one per run), ``resume_from`` (a single run only) and ``stop`` are as in
-    :func:`fit`.
+    ``savers``, ``resume_from`` and ``donors`` (one per run) and ``stop`` are as in :func:`fit`; runs
+    that resume all resume from the same epoch, so a fused group continues as one program.
     """
     first = runs[0]
     callbacks = callbacks or [() for _ in runs]
     savers = savers or [None for _ in runs]
     fused = len(runs) > 1
-    if fused and resume_from is not None:
-        raise ValueError("resume_from continues a single run, not a fused group")
+    points = [point for point in (resume_from or []) if point is not None]
+    if points and (len(points) != len(runs) or len({len(p.progress["history"]) for p in points}) > 1):
+        raise ValueError("resume_from: every run of a fused group resumes, from the same epoch")
     trainer = Trainer(first, len(dataset.y_train), dataset.n_features, dataset.n_classes, members=len(runs))
     donors = donors or [None for _ in runs]
     members = [trainer.init(settings, donor) for settings, donor in zip(runs, donors, strict=True)]
@@ -197,10 +198,10 @@ def fit_many(
         _RunTracker(settings, plateau, run_callbacks)
         for settings, plateau, run_callbacks in zip(runs, plateaus, callbacks, strict=True)
     ]
-    if resume_from is not None:
-        point = resume_from(state)
-        trackers[0].resume(point)
-        state = trainer.place(point.state)
+    if points:
+        for tracker, point in zip(trackers, points, strict=True):
+            tracker.resume(point)
+        state = trainer.place(stack([p.state for p in points]) if fused else points[0].state)
 
     data = trainer.place(DeviceData.of(dataset))
     data_shape = {

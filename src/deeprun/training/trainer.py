@@ -44,7 +44,7 @@ from deeprun.techniques.precision import LossScale, adjust_loss_scale, all_finit
 from deeprun.techniques.regularizers import Regularization
 from deeprun.training.diagnostics import finite_mean, kernel_norms, layer_statistics
 from deeprun.training.state import DeviceData, Member, Metrics, TrainState
-from deeprun.training.transfer import Donor, layer_of, reused_layer_names, transfer_layers
+from deeprun.training.transfer import Donor, describe_layers, layer_of, reused_layer_names, transfer_layers
 
 
 def initial_variables(
@@ -176,7 +176,7 @@ class Trainer:
         if settings.model.init_from is not None:
             if donor is None:
                 raise ValueError("model.init_from is set: pass the source run's variables as donor")
-            params, batch_stats = transfer_layers(settings.model, params, batch_stats, donor)
+            params, batch_stats = transfer_layers(settings.model, params, batch_stats, donor, describe_layers(settings))
         schedule = settings.schedule.resolve(
             settings.optimizer.learning_rate, self.steps_per_epoch, settings.trainer.epochs
         )

@@ -29,10 +29,23 @@ def layer_of(path) -> str:
 
 
 class Donor(NamedTuple):
-    """The trained variables a run takes its reused layers from (``model.init_from``'s final state)."""
+    """The trained variables a run takes its reused layers from (``model.init_from``'s final state);
+    ``layers`` describes the source run's hidden layers for error messages (e.g. ``"activation relu,
+    normalization none"``)."""
 
     params: nnx.State
     batch_stats: nnx.State
+    layers: str = ""
+
+
+def _layer_keys(state: nnx.State) -> dict[str, set[str]]:
+    """Each layer's variable keys below it (``blocks/0`` → ``{"dense/kernel", "dense/bias"}``)."""
+    keys: dict[str, set[str]] = {}
+    for path, _ in jax.tree_util.tree_leaves_with_path(state):
+        parts = path_keys(path)
+        depth = 2 if parts[0] == "blocks" else 1
+        keys.setdefault("/".join(parts[:depth]), set()).add("/".join(parts[depth:]))
+    return keys
 
 
 def transfer_layers(
@@ -40,21 +53,42 @@ def transfer_layers(
     params: nnx.State,
     batch_stats: nnx.State,
     source: Donor,
+    layers: str = "",
 ) -> tuple[nnx.State, nnx.State]:
-    """Copy the reused layers' variables from ``source`` (shapes must match); ConfigError naming the
-    layer otherwise."""
+    """Copy the reused layers' variables from ``source`` (layers alike, shapes equal); ConfigError naming
+    the mismatch otherwise (``layers`` describes this model's hidden layers, as ``Donor.layers``)."""
     n_blocks = len(nnx.to_pure_dict(params).get("blocks", {}))
+    source_blocks = len(nnx.to_pure_dict(source.params).get("blocks", {}))
+    if model_spec.reuse_layers is not None:
+        for count, whose in ((source_blocks, "the source run"), (n_blocks, "this model")):
+            if model_spec.reuse_layers > count:
+                raise ConfigError(
+                    f"model.reuse_layers must be <= {count}: {whose} has {count} hidden layers "
+                    f"(got {model_spec.reuse_layers})"
+                )
+    elif source_blocks < n_blocks:
+        raise ConfigError(
+            f"model.init_from: the source run has {source_blocks} hidden layers, this model {n_blocks}; "
+            "set model.reuse_layers to reuse the first ones"
+        )
     reused = reused_layer_names(model_spec, n_blocks)
+    compared = f" (the source: {source.layers}; here: {layers})" if source.layers and layers else ""
 
     def take(target: nnx.State, donor: nnx.State) -> nnx.State:
         donor_leaves = {"/".join(path_keys(path)): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(donor)}
+        target_keys, donor_keys = _layer_keys(target), _layer_keys(donor)
+        for layer in sorted(reused & set(target_keys)):
+            if target_keys[layer] != donor_keys.get(layer, set()):
+                theirs = ", ".join(sorted(donor_keys.get(layer, set()))) or "nothing"
+                raise ConfigError(
+                    f"model.init_from: layer {layer} differs: the source run's holds {theirs}, this model's "
+                    f"{', '.join(sorted(target_keys[layer]))}{compared}"
+                )
 
         def pick(path, leaf):
             if layer_of(path) not in reused:
                 return leaf
             key = "/".join(path_keys(path))
-            if key not in donor_leaves:
-                raise ConfigError(f"model.init_from: the source run has no {key} (it has fewer layers)")
             if donor_leaves[key].shape != leaf.shape:
                 raise ConfigError(
                     f"model.init_from: {key} has shape {donor_leaves[key].shape} in the source run, {leaf.shape} here"
@@ -64,3 +98,8 @@ def transfer_layers(
         return jax.tree_util.tree_map_with_path(pick, target)
 
     return take(params, source.params), take(batch_stats, source.batch_stats)
+
+
+def describe_layers(settings) -> str:
+    """``"activation Relu, normalization BatchNorm"``: what decides a hidden layer's variables."""
+    return f"activation {type(settings.activation).__name__}, normalization {type(settings.normalization).__name__}"

@@ -8,6 +8,7 @@ then grouped by :func:`deeprun.sweeps.fusion.group_runs` and trained group by gr
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,9 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
+
+from deeprun.registry import ConfigError
+from deeprun.sweeps.continuation import resume_parts
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ class FusedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from deeprun.commands.run import prepare
+        from deeprun.commands.run import PreparedRun
         from deeprun.sweeps.fusion import group_runs
 
         setup_globals()
@@ -60,11 +64,12 @@ class FusedLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = index
                 sweep_config.hydra.job.num = index
-            # Makes the job's folder and .hydra/ files and validates it; training comes below.
+            # Makes the job's folder and .hydra/ files and validates it (a finished job of a continued
+            # sweep returns its summary); training comes below.
             returns.append(
                 run_job(
                     hydra_context=self.hydra_context,
-                    task_function=prepare,
+                    task_function=_prepare_job,
                     config=sweep_config,
                     job_dir_key="hydra.sweep.dir",
                     job_subdir_key="hydra.sweep.subdir",
@@ -72,34 +77,95 @@ class FusedLauncher(Launcher):
             )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
-        valid = [ret for ret in returns if ret.status == JobStatus.COMPLETED]
         for ret in returns:
             if ret.status == JobStatus.FAILED:  # invalid job: recorded in its folder, the others still run
                 try:
                     _ = ret.return_value  # a failed job's return_value raises its error
                 except Exception as error:
-                    print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {error}", file=sys.stderr)
                     _record_failure(
                         ret, Path(ret.hydra_cfg.hydra.runtime.output_dir), str(ret.cfg.get("name", "")), error
                     )
-        for group in group_runs([ret.return_value.config for ret in valid], max_members):
-            self._train([valid[i] for i in group])
+        pending = [ret for ret in returns if isinstance(ret.return_value, PreparedRun)]
+        datasets = _datasets([ret.return_value for ret in pending])
+        ready = [ret for ret in pending if _resume_point_readable(ret, datasets)]
+        for group in group_runs([ret.return_value.config for ret in ready], max_members):
+            available = [ready[i].return_value.resume_epochs or [0] for i in group]
+            for part, epoch in resume_parts(available):
+                for i in part:
+                    ready[group[i]].return_value.resume_epoch = epoch
+                members = [ready[group[i]] for i in part]
+                self._train(members, datasets[_data_key(members[0].return_value)])
         return returns
 
-    def _train(self, group: list[JobReturn]) -> None:
+    def _train(self, group: list[JobReturn], dataset: Any) -> None:
         """Train one group; each job's return value becomes its summary (a failed one's, if it fails)."""
         from deeprun.commands.run import train_and_record
 
         runs = [ret.return_value for ret in group]
         try:
-            summaries: list[Any] = train_and_record(runs, runs[0].settings.data.load())
-        except Exception as error:  # one group's failure (e.g. missing data) does not stop the others
+            summaries: list[Any] = train_and_record(runs, dataset)
+        except Exception as error:  # one group's failure does not stop the others
             log.exception("deeprun: %s failed", ", ".join(run.label for run in runs))
             for ret, run in zip(group, runs, strict=True):
                 _record_failure(ret, run.run_dir, run.settings.name, error)
             return
         for ret, summary in zip(group, summaries, strict=True):
             ret.return_value = summary
+
+
+def _prepare_job(cfg: DictConfig) -> Any:
+    """A job's :class:`PreparedRun`, or the summary of the finished run its folder already holds."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from deeprun.commands.run import finished_summary, prepare
+
+    finished = finished_summary(Path(HydraConfig.get().runtime.output_dir))
+    return finished if finished is not None else prepare(cfg)
+
+
+def _data_key(run: Any) -> str:
+    return json.dumps(run.config["data"], sort_keys=True, default=str)
+
+
+def _datasets(runs: Sequence[Any]) -> dict[str, Any]:
+    """Each distinct dataset of the sweep, loaded once (a load error is raised by the groups that need it)."""
+    datasets: dict[str, Any] = {}
+    for run in runs:
+        key = _data_key(run)
+        if key not in datasets:
+            try:
+                datasets[key] = run.settings.data.load()
+            except Exception as error:
+                datasets[key] = _Unloadable(error)
+    return datasets
+
+
+class _Unloadable:
+    """A dataset that failed to load: training a group on it raises the error."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.error
+
+
+def _resume_point_readable(ret: JobReturn, datasets: dict[str, Any]) -> bool:
+    """A resumed job whose checkpoint is damaged is left as it was (one error line; the sweep reports
+    it unfinished); the others go on."""
+    from deeprun.runs.loading import load_resume_point
+
+    run = ret.return_value
+    dataset = datasets[_data_key(run)]
+    if run.resume_epochs is None or isinstance(dataset, _Unloadable):
+        return True
+    try:
+        load_resume_point(run.run_dir, run.settings, dataset.n_features, dataset.n_classes, run.resume_epoch)
+    except ConfigError as error:
+        print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {error}", file=sys.stderr)
+        ret.return_value = {"status": "incomplete", "error": str(error)}
+        return False
+    return True
 
 
 def _record_failure(ret: JobReturn, run_dir: Path, name: str, error: BaseException) -> None:
@@ -111,4 +177,5 @@ def _record_failure(ret: JobReturn, run_dir: Path, name: str, error: BaseExcepti
     """
     from deeprun.runs.folder import write_failure
 
+    print(f"deeprun: error: job {ret.hydra_cfg.hydra.job.num}: {error}", file=sys.stderr)
     ret.status, ret.return_value = JobStatus.COMPLETED, write_failure(run_dir, name, error)

@@ -1,0 +1,53 @@
+"""The console scripts' entry points (``[project.scripts]``). Each installs the stop signals' handlers
+first and imports its command after (JAX and Hydra take a second to import), so Ctrl-C or SIGTERM at any
+moment ends it with one line and exit 130 or 143, never a traceback."""
+
+from __future__ import annotations
+
+import importlib
+
+from deeprun.commands.common import exit_interrupted, interrupt_at_once
+
+
+def _main(command: str, program: str) -> None:
+    interrupt_at_once()
+    try:
+        importlib.import_module(f"deeprun.commands.{command}").main()
+    except KeyboardInterrupt as error:  # while importing: nothing was made yet
+        exit_interrupted(program, error)
+
+
+def deeprun() -> None:
+    _main("run", "deeprun")
+
+
+def deeprun_report() -> None:
+    _main("report", "deeprun-report")
+
+
+def deeprun_eval() -> None:
+    _main("evaluate", "deeprun-eval")
+
+
+def deeprun_lr_finder() -> None:
+    _main("lr_finder", "deeprun-lr-finder")
+
+
+def deeprun_signal() -> None:
+    _main("signal", "deeprun-signal")
+
+
+def deeprun_prune() -> None:
+    _main("prune", "deeprun-prune")
+
+
+def deeprun_export() -> None:
+    _main("export", "deeprun-export")
+
+
+def deeprun_list() -> None:
+    _main("catalog", "deeprun-list")
+
+
+def deeprun_tune() -> None:
+    _main("tune", "deeprun-tune")
