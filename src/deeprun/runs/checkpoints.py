@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
+import shutil
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +30,37 @@ def _payload(state: TrainState) -> dict[str, Any]:
 
 
 def save_state(path: Path, state: TrainState) -> Path:
+    """Write ``state`` to ``path`` (replacing what is there); OSError naming the path if it cannot be."""
     import orbax.checkpoint as ocp
 
     path = Path(path).resolve()
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _writing(path), ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path, _payload(state), force=True)
     return path
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed checkpoint write (orbax reports a full disk or a read-only folder as a ValueError from
+    its writer threads) becomes one OSError with the cause's errno and ``path``; its temporary folders
+    are removed, the checkpoints already finished stay."""
+    try:
+        yield
+    except OSError:
+        _remove_temporary(path)
+        raise
+    except Exception as error:
+        _remove_temporary(path)
+        code = re.search(r"os_error_code='?(\d+)", str(error))
+        number = int(code[1]) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from error
+
+
+def _remove_temporary(path: Path) -> None:
+    """orbax's unfinished ``*.orbax-checkpoint-tmp*`` folders in or beside ``path``."""
+    for folder in (path, path.parent):
+        for tmp in folder.glob("*.orbax-checkpoint-tmp*") if folder.is_dir() else ():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def restore_state(path: Path, like: TrainState) -> TrainState:
@@ -91,23 +122,39 @@ class EpochCheckpoints:
         import orbax.checkpoint as ocp
 
         if self._manager is None:
+            _quiet_writer_shutdown()
             self._manager = ocp.CheckpointManager(
                 self.path, options=ocp.CheckpointManagerOptions(max_to_keep=KEPT_EPOCHS)
             )
         progress = {**point.progress, "has_best_weights": point.best_weights is not None}
-        self._manager.save(
-            len(point.progress["history"]),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_resume_payload(point.state, point.best_weights)),
-                progress=ocp.args.JsonSave(progress),
-            ),
-        )
+        with self._failure_ends_manager():
+            self._manager.save(
+                len(point.progress["history"]),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(_resume_payload(point.state, point.best_weights)),
+                    progress=ocp.args.JsonSave(progress),
+                ),
+            )
 
     def close(self) -> None:
-        """Wait for the last save to be on disk."""
-        if self._manager is not None:
-            self._manager.close()
-            self._manager = None
+        """Wait for the last save to be on disk (OSError if it could not be written)."""
+        with self._failure_ends_manager():
+            if self._manager is not None:
+                self._manager.close()
+                self._manager = None
+
+    @contextlib.contextmanager
+    def _failure_ends_manager(self) -> Iterator[None]:
+        """A failed save ends the manager (and its writer threads); the finished epochs stay."""
+        try:
+            with _writing(self.path):
+                yield
+        except OSError:
+            manager, self._manager = self._manager, None
+            if manager is not None:
+                with contextlib.suppress(Exception):
+                    manager.close()
+            raise
 
     def epochs(self) -> list[int]:
         """The epochs with a complete checkpoint, in order (empty: none)."""
@@ -144,6 +191,29 @@ class EpochCheckpoints:
             if len(progress["history"]) != epoch:
                 raise CheckpointError(f"{self.path / str(epoch)}: its history has {len(progress['history'])} epochs")
             return ResumePoint(_state_like(like, restored), best, progress)
+
+
+def _quiet_writer_shutdown() -> None:
+    """After a failed save, orbax's writer threads die on their closed event loop, each printing a
+    traceback: drop those (the failure itself is reported once, as an OSError). Installed once."""
+    if getattr(sys.excepthook, "quiet_writer_shutdown", False):
+        return
+
+    def shutdown_error(error: BaseException | None) -> bool:
+        return isinstance(error, RuntimeError) and "Event loop is closed" in str(error)
+
+    thread_hook, process_hook = threading.excepthook, sys.excepthook
+
+    def quiet_thread(args: Any) -> None:
+        if not shutdown_error(args.exc_value):
+            thread_hook(args)
+
+    def quiet_process(kind: Any, error: BaseException, trace: Any) -> None:
+        if not shutdown_error(error):
+            process_hook(kind, error, trace)
+
+    quiet_process.quiet_writer_shutdown = True  # type: ignore[attr-defined]
+    threading.excepthook, sys.excepthook = quiet_thread, quiet_process
 
 
 def _resume_payload(state: TrainState, best_weights: tuple[Any, Any] | None) -> dict[str, Any]:

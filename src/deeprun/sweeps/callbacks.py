@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,8 +56,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(selected))
         if not unfinished_jobs(sweep_dir)[1]:
             # An override like `trainer.seed='range(0)'`: bad input, so nothing stays behind but the line.
-            if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
-                shutil.rmtree(sweep_dir)
+            from deeprun.runs.ownership import release_all
+
+            release_all(discard=True)
             print(
                 "deeprun: error: the sweep expands to zero jobs (an empty list or range in the overrides)",
                 file=sys.stderr,

@@ -39,17 +39,24 @@ def check_run_fits(
         trainer.epochs,
     )
     settings.schedule.resolve(settings.optimizer.learning_rate, steps, trainer.epochs)
-    structure = state_structure(settings, n_features, n_classes)
-    if donor is not None:  # shapes and layer kinds only: the abstract structure is enough
-        transfer_layers(settings.model, structure.params, structure.batch_stats, donor, describe_layers(settings))
-    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(structure))
     widths = (n_features, *settings.model.hidden_layers(), n_classes)
     batch = max(trainer.batch_size, trainer.eval_batch_size)
     activation_bytes = 4 * ACTIVATION_ARRAYS * batch * sum(widths)
-    need = members * (STATE_COPIES * state_bytes + activation_bytes)
-    require_fits(
-        "model", need, f"training {members} run(s) of {state_bytes / 2**20:,.1f} MiB of state", _device_bytes()
+    # The kernels alone first: tracing the model's structure (below) takes long for a huge one.
+    kernel_bytes = 4 * sum(a * b for a, b in zip(widths, widths[1:]))
+    _require_memory(members, kernel_bytes, activation_bytes)
+    structure = state_structure(settings, n_features, n_classes)
+    if donor is not None:  # shapes and layer kinds only: the abstract structure is enough
+        transfer_layers(settings.model, structure.params, structure.batch_stats, donor, describe_layers(settings))
+    _require_memory(
+        members, sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(structure)), activation_bytes
     )
+
+
+def _require_memory(members: int, state_bytes: int, activation_bytes: int) -> None:
+    need = members * (STATE_COPIES * state_bytes + activation_bytes)
+    what = f"training {members} run(s) of {state_bytes / 2**20:,.1f} MiB of state"
+    require_fits("model", need, what, _device_bytes())
 
 
 def _device_bytes() -> int | None:
