@@ -313,6 +313,34 @@ def test_decoded_cache_is_written_once_and_reused(fake: FakeFashion, monkeypatch
     assert {path: path.stat().st_mtime_ns for path in decoded_cache_files()} == written
 
 
+def test_an_altered_decoded_cache_is_rebuilt_not_trusted(fake: FakeFashion) -> None:
+    """Labels changed in the cache (all set to one class: "val accuracy 1.000") no longer match the
+    fingerprint written beside it: a warning, and the arrays come from the checksummed IDX files again."""
+    fake.write(fashion_mnist.FASHION_MNIST_SYSTEM_DIR)
+    first = fashion().load()
+    [train_labels] = [p for p in decoded_cache_files() if "train" in p.name and p.name.endswith("labels.npy")]
+    np.save(train_labels, np.zeros_like(np.load(train_labels)))
+    with pytest.warns(UserWarning, match="was altered; rebuilding it"):
+        second = fashion().load()
+    np.testing.assert_array_equal(second.y_train, first.y_train)
+    np.testing.assert_array_equal(second.y_val, first.y_val)
+    third = fashion().load()  # the rebuilt cache is trusted again
+    np.testing.assert_array_equal(third.y_train, first.y_train)
+
+
+def test_a_decoded_cache_without_its_fingerprint_is_a_miss(fake: FakeFashion, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.write(fashion_mnist.FASHION_MNIST_SYSTEM_DIR)
+    fashion().load()
+    for fingerprint in fashion_mnist_cache_dir().glob("*.blake2b"):
+        fingerprint.unlink()
+    decoded = []
+    original = fashion_mnist.read_idx
+    monkeypatch.setattr(fashion_mnist, "read_idx", lambda *args: decoded.append(args) or original(*args))
+    fashion().load()
+    assert decoded, "a cache without its fingerprint was read"
+    assert len(list(fashion_mnist_cache_dir().glob("*.blake2b"))) == 2
+
+
 def test_cache_false_neither_reads_nor_writes_the_decoded_cache(
     fake: FakeFashion, monkeypatch: pytest.MonkeyPatch
 ) -> None:

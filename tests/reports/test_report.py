@@ -248,8 +248,9 @@ def test_callback_never_raises(tmp_path, caplog):
 def test_a_sweep_of_zero_jobs_is_bad_input(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    sweep = tmp_path / "sweep"
-    sweep.mkdir()
+    from deeprun.runs.ownership import claim
+
+    sweep = claim(tmp_path / "sweep")  # as the guard claims it, creating it
     (sweep / "multirun.yaml").write_text("{}")
     with pytest.raises(SystemExit) as exit_info:
         SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))

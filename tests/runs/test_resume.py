@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 
 from deeprun.commands.run import main as deeprun_main
@@ -21,21 +20,11 @@ from deeprun.training.loop import fit
 from deeprun.training.state import ResumePoint
 from deeprun.training.trainer import Trainer
 from helpers.commands import invoke
+from helpers.runs import assert_same_leaves, without_times
 
 
 def _host(point: ResumePoint) -> ResumePoint:
     return ResumePoint(jax.device_get(point.state), jax.device_get(point.best_weights), point.progress)
-
-
-def _without_times(history):
-    return [{k: v for k, v in record.items() if k != "epoch_time_s"} for record in history]
-
-
-def _assert_same_leaves(a, b):
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize(
@@ -64,10 +53,10 @@ def test_resumed_fit_equals_uninterrupted(make_settings, overrides):
     assert [len(p.progress["history"]) for p in points] == list(range(1, len(full.history) + 1))[: len(points)]
 
     resumed = fit(settings, dataset, resume_from=points[1])
-    assert _without_times(resumed.history) == _without_times(full.history)
+    assert without_times(resumed.history) == without_times(full.history)
     assert resumed.status == full.status and resumed.best_epoch == full.best_epoch
     assert resumed.resumed_at == (2,)
-    _assert_same_leaves(resumed.state, full.state)
+    assert_same_leaves(resumed.state, full.state)
     assert resumed.test == full.test
 
 
@@ -81,7 +70,7 @@ def test_epoch_checkpoint_keeps_the_loss_scale(make_settings, tmp_path):
     like, _ = Trainer(settings, len(dataset.y_train), dataset.n_features, dataset.n_classes).init(settings)
     restored = checkpoints.load(like).state
     assert (float(restored.loss_scale.scale), int(restored.loss_scale.good_steps)) == (2.0**15 * 8, 1)
-    _assert_same_leaves(restored, result.state)
+    assert_same_leaves(restored, result.state)
 
 
 def _checkpointed_epoch(run_dir: Path) -> int:
@@ -129,13 +118,13 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     assert invoke(deeprun_main, *SLOW_EPOCHS, f"hydra.run.dir={reference}", cwd=tmp_path).returncode == 0
 
     assert not list(tmp_path.glob("outputs/runs/*/*")), "resuming must not leave a new run folder"
-    assert _without_times(read_metrics(killed / "metrics.jsonl")) == _without_times(
+    assert without_times(read_metrics(killed / "metrics.jsonl")) == without_times(
         read_metrics(reference / "metrics.jsonl")
     )
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_at"] in ([2], [3])
     assert summary["test"] == json.loads((reference / "summary.json").read_text())["test"]
-    _assert_same_leaves(load_run(killed).state, load_run(reference).state)
+    assert_same_leaves(load_run(killed).state, load_run(reference).state)
     assert not (killed / "resume").exists(), "a finished run drops its per-epoch checkpoint"
 
 

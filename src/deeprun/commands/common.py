@@ -155,6 +155,7 @@ class JOB:
     started = False
     signal: int = signal.SIGINT
     folder: Path | None = None
+    stuck_writers = False  # a checkpoint write failed: its threads may never end (see ``entry``)
 
 
 def missing_option_message(error: Any) -> str:

@@ -5,8 +5,10 @@ moment ends it with one line and exit 130 or 143, never a traceback."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
-from deeprun.commands.common import exit_interrupted, interrupt_at_once
+from deeprun.commands.common import JOB, exit_interrupted, interrupt_at_once
 
 
 def _main(command: str, program: str) -> None:
@@ -15,6 +17,14 @@ def _main(command: str, program: str) -> None:
         importlib.import_module(f"deeprun.commands.{command}").main()
     except KeyboardInterrupt as error:  # while importing: nothing was made yet
         exit_interrupted(program, error)
+    except SystemExit as exit_:
+        if JOB.stuck_writers:
+            # A failed checkpoint write leaves orbax's writer threads stuck on the full or read-only disk;
+            # the interpreter's shutdown would wait for them or print their tracebacks after the one line.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exit_.code if isinstance(exit_.code, int) else 1)
+        raise
 
 
 def deeprun() -> None:

@@ -270,8 +270,10 @@ def fail_to_write(run_dir: Path, name: str, error: OSError) -> None:
     with contextlib.suppress(OSError):
         write_failure(run_dir, name, error)
     cause = error.strerror or str(error)
-    # orbax's writer threads may still fail on their way out: the line below says what happened.
-    sys.unraisablehook = threading.excepthook = lambda *args: None
+    # orbax's writer threads fail on their way out (unraisable errors, thread exceptions): this line says it.
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
+    JOB.stuck_writers = True
     print(
         f"deeprun: error: cannot write {error.filename or run_dir}: {cause}; the last finished epoch's checkpoint "
         f"is kept (continue with trainer.resume={run_dir} once the folder is writable)",

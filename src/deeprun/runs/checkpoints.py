@@ -7,8 +7,7 @@ import errno
 import os
 import re
 import shutil
-import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import jax
 
 from deeprun.registry import ConfigError
+from deeprun.runs.native_stderr import WriterTracebackFilter
 from deeprun.training.state import ResumePoint, TrainState
 
 
@@ -117,12 +117,13 @@ class EpochCheckpoints:
     def __init__(self, path: Path):
         self.path = Path(path).resolve()
         self._manager: Any = None
+        self._stderr_filter: WriterTracebackFilter | None = None
 
     def save(self, point: ResumePoint) -> None:
         import orbax.checkpoint as ocp
 
         if self._manager is None:
-            _quiet_writer_shutdown()
+            self._stderr_filter = self._stderr_filter or WriterTracebackFilter()
             self._manager = ocp.CheckpointManager(
                 self.path, options=ocp.CheckpointManagerOptions(max_to_keep=KEPT_EPOCHS)
             )
@@ -142,6 +143,12 @@ class EpochCheckpoints:
             if self._manager is not None:
                 self._manager.close()
                 self._manager = None
+        self._end_filter()
+
+    def _end_filter(self) -> None:
+        stderr_filter, self._stderr_filter = self._stderr_filter, None
+        if stderr_filter is not None:
+            stderr_filter.close()
 
     @contextlib.contextmanager
     def _failure_ends_manager(self) -> Iterator[None]:
@@ -154,6 +161,8 @@ class EpochCheckpoints:
             if manager is not None:
                 with contextlib.suppress(Exception):
                     manager.close()
+                time.sleep(WRITER_GRACE_S)
+            self._end_filter()
             raise
 
     def epochs(self) -> list[int]:
@@ -163,7 +172,15 @@ class EpochCheckpoints:
         if not self.path.is_dir():
             return []
         with _unreadable(self.path), ocp.CheckpointManager(self.path) as manager:
-            return sorted(manager.all_steps())
+            epochs = sorted(manager.all_steps())
+        # orbax names a checkpoint by its epoch only once it is complete (renamed from a temporary name):
+        # a numbered folder that orbax does not list is a finished checkpoint damaged since.
+        damaged = sorted(int(p.name) for p in self.path.iterdir() if p.name.isdigit() and int(p.name) not in epochs)
+        if damaged:
+            raise CheckpointError(
+                f"{self.path / str(damaged[-1])}: the checkpoint is damaged (orbax does not see it as complete)"
+            )
+        return epochs
 
     def latest_epoch(self) -> int | None:
         """The last epoch with a complete checkpoint (None: there is none)."""
@@ -193,27 +210,8 @@ class EpochCheckpoints:
             return ResumePoint(_state_like(like, restored), best, progress)
 
 
-def _quiet_writer_shutdown() -> None:
-    """After a failed save, orbax's writer threads die on their closed event loop, each printing a
-    traceback: drop those (the failure itself is reported once, as an OSError). Installed once."""
-    if getattr(sys.excepthook, "quiet_writer_shutdown", False):
-        return
-
-    def shutdown_error(error: BaseException | None) -> bool:
-        return isinstance(error, RuntimeError) and "Event loop is closed" in str(error)
-
-    thread_hook, process_hook = threading.excepthook, sys.excepthook
-
-    def quiet_thread(args: Any) -> None:
-        if not shutdown_error(args.exc_value):
-            thread_hook(args)
-
-    def quiet_process(kind: Any, error: BaseException, trace: Any) -> None:
-        if not shutdown_error(error):
-            process_hook(kind, error, trace)
-
-    quiet_process.quiet_writer_shutdown = True  # type: ignore[attr-defined]
-    threading.excepthook, sys.excepthook = quiet_thread, quiet_process
+#: How long the writer threads of a failed save get to fail in turn (their tracebacks filtered).
+WRITER_GRACE_S = 0.5
 
 
 def _resume_payload(state: TrainState, best_weights: tuple[Any, Any] | None) -> dict[str, Any]:

@@ -43,8 +43,10 @@ def load_run(run_dir: Path) -> LoadedRun:
 
     run_dir = Path(run_dir)
     config_file, summary_file = run_dir / ".hydra" / "config.yaml", run_dir / "summary.json"
-    if not config_file.is_file() or not summary_file.is_file():
-        raise ConfigError(f"{run_dir} is not a deeprun run folder (no .hydra/config.yaml or summary.json)")
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir} is not a deeprun run folder (no .hydra/config.yaml)")
+    if not summary_file.is_file():
+        raise ConfigError(f"{run_dir} has not finished (no summary.json); continue it with trainer.resume={run_dir}")
     summary = _read_json(summary_file)
     status = summary.get("status")
     if status == "diverged":
@@ -115,7 +117,7 @@ def resumed_config(run_dir: Path, overrides: list[str], current: dict[str, Any])
         status = json.loads(summary_file.read_text()).get("status")
         if status in FINISHED:
             raise ConfigError(f"trainer.resume: {run_dir} has finished (status: {status}); nothing to resume")
-    saved = plain_mapping(config_file)
+    saved = _saved_config(run_dir)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     original = set(OmegaConf.load(overrides_file)) if overrides_file.is_file() else set()
     for override in overrides:
@@ -130,6 +132,26 @@ def resumed_config(run_dir: Path, overrides: list[str], current: dict[str, Any])
                 f"({key}: {shown}); a resumed run keeps its config, drop the override"
             )
     saved.setdefault("trainer", {})["resume"] = str(run_dir)
+    return saved
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``.hydra/config.yaml``, validated; a folder killed while Hydra wrote it holds nothing
+    else, and is run again rather than resumed."""
+    from deeprun.registry import ConfigError
+    from deeprun.runs.folder import holds_progress
+    from deeprun.settings import settings_from_config
+
+    try:
+        saved = plain_mapping(run_dir / ".hydra" / "config.yaml")
+        settings_from_config(saved)
+    except Exception as error:
+        if not holds_progress(run_dir):
+            raise ConfigError(
+                f"trainer.resume: {run_dir} holds no run yet (its .hydra/config.yaml is incomplete: stopped while "
+                f"starting); run the command again with hydra.run.dir={run_dir}"
+            ) from None
+        raise ConfigError(f"trainer.resume: the saved config of {run_dir} is invalid: {error}") from None
     return saved
 
 
