@@ -491,3 +491,21 @@ def test_a_sweep_of_resumed_runs_summarizes_them(reference_sweep, tmp_path):
         assert (resumes / job).resolve() == (killed / job).resolve()
         assert_same_run(killed / job, reference_sweep(()) / job)
     assert "3 jobs (3 completed)" in (resumes / "sweep_summary.md").read_text()
+
+
+def test_sigterm_stops_a_sweep_in_one_line_and_the_same_command_continues_it(reference_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *SWEEP, "trainer.seed=1,2,3", f"hydra.sweep.dir={sweep}"]
+    process = start(*args, cwd=tmp_path)
+    wait_until(lambda: lines(sweep / "0" / "metrics.jsonl") >= 1, process, timeout=300)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr_lines(stderr) == [
+        f"deeprun: interrupted; the sweep's state is in {sweep} (continue it with the same command and "
+        f"hydra.sweep.dir={sweep})"
+    ]
+    continued = invoke(deeprun_main, *args, cwd=tmp_path)
+    assert continued.returncode == 0, continued.stderr
+    for job in ("0", "1", "2"):
+        assert_same_run(sweep / job, reference_sweep(()) / job)

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 
 from deeprun.registry import ConfigError
-from deeprun.runs.native_stderr import WriterTracebackFilter
+from deeprun.runs import native_stderr
 from deeprun.training.state import ResumePoint, TrainState
 
 
@@ -117,13 +117,15 @@ class EpochCheckpoints:
     def __init__(self, path: Path):
         self.path = Path(path).resolve()
         self._manager: Any = None
-        self._stderr_filter: WriterTracebackFilter | None = None
+        self._filtering = False
 
     def save(self, point: ResumePoint) -> None:
         import orbax.checkpoint as ocp
 
         if self._manager is None:
-            self._stderr_filter = self._stderr_filter or WriterTracebackFilter()
+            if not self._filtering:
+                native_stderr.acquire()
+                self._filtering = True
             self._manager = ocp.CheckpointManager(
                 self.path, options=ocp.CheckpointManagerOptions(max_to_keep=KEPT_EPOCHS)
             )
@@ -146,9 +148,9 @@ class EpochCheckpoints:
         self._end_filter()
 
     def _end_filter(self) -> None:
-        stderr_filter, self._stderr_filter = self._stderr_filter, None
-        if stderr_filter is not None:
-            stderr_filter.close()
+        if self._filtering:
+            native_stderr.release()
+            self._filtering = False
 
     @contextlib.contextmanager
     def _failure_ends_manager(self) -> Iterator[None]:

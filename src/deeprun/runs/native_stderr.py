@@ -14,7 +14,8 @@ _DROPPED = b"RuntimeError: Event loop is closed"
 
 
 class WriterTracebackFilter:
-    """Active from construction until :meth:`close` (which forwards what is left and restores fd 2)."""
+    """Active from construction until :meth:`close` (which forwards what is left and restores fd 2).
+    One per process: use :func:`acquire` and :func:`release`."""
 
     def __init__(self) -> None:
         sys.stderr.flush()
@@ -53,3 +54,23 @@ class WriterTracebackFilter:
         os.dup2(self._original, 2)  # the pipe's last write end closes: the reader sees its end
         self._thread.join(timeout=5)
         os.close(self._original)
+
+
+_active: WriterTracebackFilter | None = None
+_users = 0
+
+
+def acquire() -> None:
+    """Filter fd 2 while at least one checkpoint writer is alive (the fused runs of a sweep share one)."""
+    global _active, _users
+    if _active is None:
+        _active = WriterTracebackFilter()
+    _users += 1
+
+
+def release() -> None:
+    global _active, _users
+    _users -= 1
+    if _users == 0 and _active is not None:
+        _active.close()
+        _active = None

@@ -95,6 +95,10 @@ class FusedLauncher(Launcher):
                     ready[group[i]].return_value.resume_epoch = epoch
                 members = [ready[group[i]] for i in part]
                 self._train(members, datasets[_data_key(members[0].return_value)])
+                if any(
+                    isinstance(m.return_value, dict) and m.return_value.get("status") == "interrupted" for m in members
+                ):
+                    _exit_interrupted(Path(str(self.config.hydra.sweep.dir)))
         return returns
 
     def _train(self, group: list[JobReturn], dataset: Any) -> None:
@@ -111,6 +115,20 @@ class FusedLauncher(Launcher):
             return
         for ret, summary in zip(group, summaries, strict=True):
             ret.return_value = summary
+
+
+def _exit_interrupted(sweep_dir: Path) -> None:
+    """Ctrl-C or SIGTERM stopped a group at the end of an epoch: the other groups do not start; the same
+    command continues the sweep."""
+    from deeprun.commands.common import JOB
+    from deeprun.exit_codes import for_signal
+
+    print(
+        f"deeprun: interrupted; the sweep's state is in {sweep_dir} (continue it with the same command and "
+        f"hydra.sweep.dir={sweep_dir})",
+        file=sys.stderr,
+    )
+    sys.exit(for_signal(JOB.signal))
 
 
 def _prepare_job(cfg: DictConfig) -> Any:
