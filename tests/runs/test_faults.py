@@ -325,13 +325,17 @@ def test_a_folder_another_process_owns_is_refused(command, interrupted, tmp_path
 
 @pytest.mark.parametrize(
     "delay",
-    [pytest.param(0.3, marks=pytest.mark.slow), pytest.param(1.5, marks=pytest.mark.slow), 3.0],
-    ids=["importing", "composing", "compiling"],
+    [pytest.param(0.3, marks=pytest.mark.slow), pytest.param(1.5, marks=pytest.mark.slow), None],
+    ids=["importing", "composing", "once-its-folder-is-made"],
 )
 def test_ctrl_c_before_the_first_epoch_is_one_line(delay, tmp_path):
+    """``None``: as soon as Hydra has written the run's ``.hydra/`` (loading data, compiling)."""
     run = tmp_path / "run"
     process = start(*CONFIG, f"hydra.run.dir={run}", cwd=tmp_path)
-    time.sleep(delay)
+    if delay is None:
+        wait_until(lambda: (run / ".hydra" / "overrides.yaml").is_file(), process)
+    else:
+        time.sleep(delay)
     if process.poll() is None and lines(run / "metrics.jsonl") == 0:
         process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
