@@ -25,6 +25,10 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     assert deeprun(*SYNTHETIC, f"hydra.run.dir={finished}", cwd=root).returncode == 0
     (root / "empty").mkdir()
     (root / "a_file").write_text("not a folder")
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 4, 4)).astype(np.uint8), rng.integers(0, 3, 40)
+    np.savez(root / "no_test_labels.npz", x_train=images, y_train=labels, x_test=images)
+    np.savez(root / "nan.npz", x_train=np.full((40, 3), np.nan), y_train=labels, x_test=images[:, 0], y_test=labels)
     sweep = root / "sweep"  # a sweep folder as Hydra leaves it (its jobs do not matter here)
     sweep.mkdir()
     (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - trainer.seed=1,2\n")
@@ -59,7 +63,7 @@ CASES = [
     (("initializer=orthogonal",), "initializer=orthogonal: no such option; valid: glorot_normal, glorot_uniform"),
     (("normalization=layernorm",), "normalization=layernorm: no such option; valid: batchnorm, batchnorm_before"),
     (("regularizer=l3",), "regularizer=l3: no such option; valid: alpha_dropout, dropout, l1"),
-    (("data=mnist",), "data=mnist: no such option; valid: cifar10, fashion_mnist, synthetic"),
+    (("data=mnist",), "data=mnist: no such option; valid: arrays, cifar10, fashion_mnist, synthetic"),
     (("model=cnn",), "model=cnn: no such option; valid: deep_mlp, mlp"),
     (("preset=ed4_default",), "preset=ed4_default: no such option; valid: ed1_default"),
     (("experiment=ch12",), "experiment=ch12: no such option; valid: ch11_1cycle"),
@@ -108,6 +112,12 @@ CASES = [
         ("data=fashion_mnist", "data.root={corrupt_gz}", "data.download=false", "data.cache=false"),
         "is corrupt or unreadable",
     ),
+    # your own arrays
+    (("data=arrays",), "data.path must name an .npz file or a folder of .npy files"),
+    (("data=arrays", "data.path={root}/nowhere.npz"), "nowhere.npz does not exist"),
+    (("data=arrays", "data.path={file}"), "is not a readable .npz file"),
+    (("data=arrays", "data.path={root}/no_test_labels.npz"), "has no y_test (it holds: x_test, x_train, y_train)"),
+    (("data=arrays", "data.path={root}/nan.npz"), "x_train holds NaN or infinite values"),
     # output folders
     (("hydra.run.dir={file}/run",), "cannot create the output folder: [Errno 20] Not a directory"),
     (("hydra.run.dir={finished}",), "already holds a run or sweep (summary.json)"),

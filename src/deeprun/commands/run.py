@@ -87,11 +87,15 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     donor = None
     if settings.model.init_from is not None:
         donor = load_donor(settings.model.init_from)
-        absolute = str(Path(settings.model.init_from).resolve())
-        if absolute != settings.model.init_from:
-            config["model"]["init_from"] = absolute
-            settings = settings_from_config(config)
-            record_config(run_dir, config)
+    # Paths as absolute ones, so the run's saved config works from any folder (eval, resume, export).
+    changed = False
+    for group, key in (("model", "init_from"), ("data", "path")):
+        value = config.get(group, {}).get(key)
+        if isinstance(value, str) and value and str(Path(value).resolve()) != value:
+            config[group][key], changed = str(Path(value).resolve()), True
+    if changed:
+        settings = settings_from_config(config)
+        record_config(run_dir, config)
     training_devices(settings.trainer.devices)
     for note in advisories(settings):
         print(f"deeprun: warning: {note}", file=sys.stderr)

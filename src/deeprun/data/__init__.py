@@ -2,7 +2,7 @@
 module per dataset, each registering its option in :data:`DATASETS` (imported here, so the registry
 holds every built-in dataset once ``deeprun.data`` is imported)."""
 
-from deeprun.data import cifar10, fashion_mnist, synthetic
+from deeprun.data import arrays, cifar10, fashion_mnist, synthetic
 from deeprun.data.base import DATASETS, DataError, Dataset, PixelScaling
 
-__all__ = ["DATASETS", "DataError", "Dataset", "PixelScaling", "cifar10", "fashion_mnist", "synthetic"]
+__all__ = ["DATASETS", "DataError", "Dataset", "PixelScaling", "arrays", "cifar10", "fashion_mnist", "synthetic"]
