@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import typing
 from collections.abc import Sequence
@@ -91,6 +92,14 @@ class Dataset:
     def n_features(self) -> int:
         """Length of one flattened input, e.g. 784 for 28×28 images."""
         return int(np.prod(self.input_shape))
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """BLAKE2b of every split's inputs and labels, in order: which data a run saw, exactly."""
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (self.pixels_train, self.y_train, self.pixels_val, self.y_val, self.pixels_test, self.y_test):
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
 
     @functools.cached_property
     def x_train(self) -> np.ndarray:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 #: Environment variables that decide a job's CPU threads and GPU memory, recorded in its summary.
@@ -34,23 +39,58 @@ def process_environment() -> dict[str, Any]:
     }
 
 
-def environment() -> dict[str, Any]:
-    """Versions, device and process (pid, host, CPUs, the XLA/CUDA variables set), for the summary."""
-    import flax
-    import jax
-    import optax
-
+def dependency_versions() -> dict[str, str]:
+    """deeprun's, Python's and those of every installed dependency of deeprun (from its metadata)."""
     import deeprun
+
+    versions = {"deeprun": deeprun.__version__, "python": platform.python_version()}
+    try:
+        requirements = metadata.requires("deeprun") or []
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        requirements = []
+    for requirement in requirements:
+        if "extra ==" in requirement:
+            continue
+        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def source_revision() -> dict[str, Any] | None:
+    """The git commit of the checkout deeprun runs from and whether it has uncommitted changes (None
+    for an installed wheel, or without git)."""
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel"))
+        if not package.is_relative_to(top):
+            return None
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Versions of deeprun and every dependency, the source revision (a checkout's commit and dirty
+    flag), the command line, device and process (pid, host, CPUs, the XLA/CUDA variables set)."""
+    import jax
 
     device = jax.devices()[0]
     return {
-        "versions": {
-            "deeprun": deeprun.__version__,
-            "python": platform.python_version(),
-            "jax": jax.__version__,
-            "flax": flax.__version__,
-            "optax": optax.__version__,
-        },
+        "versions": dependency_versions(),
+        "source": source_revision(),
+        "command": list(sys.argv),
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
         "process": process_environment(),
     }

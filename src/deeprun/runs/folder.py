@@ -24,6 +24,8 @@ from deeprun.training.state import TrainResult
 
 RESUME_DIR = "resume"
 FINISHED = ("completed", "stopped_early", "diverged")  # statuses a run cannot be resumed from
+#: ``summary.json``'s layout (the README's "The run folder"); raised when a field changes meaning or goes.
+SUMMARY_SCHEMA_VERSION = 1
 METRIC_KEYS = ("epoch", "step", "lr", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "epoch_time_s")
 
 
@@ -48,6 +50,7 @@ def write_failure(run_dir: Path, name: str, error: BaseException, status: str = 
     ``metrics.jsonl``, its last epoch checkpoint in ``resume/``); returns that summary."""
     metrics = Path(run_dir) / "metrics.jsonl"
     summary = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
         "name": name,
         "status": status,
         "error": f"{type(error).__name__}: {error}",
@@ -124,6 +127,7 @@ class RunFolder:
             return None if record is None else {k: record[k] for k in METRIC_KEYS if "/" in k}
 
         return {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
             "name": name,
             "status": result.status,
             "epochs_completed": len(result.history),

@@ -209,6 +209,7 @@ def fit_many(
         "n_train": len(dataset.y_train),
         "n_features": dataset.n_features,
         "n_classes": dataset.n_classes,
+        "fingerprint": dataset.fingerprint,
     }
     start = time.perf_counter()
     phases = first.trainer.phases
