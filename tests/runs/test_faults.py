@@ -53,6 +53,14 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen, timeout
         time.sleep(0.005)
 
 
+def signal_when(process: subprocess.Popen, condition: Callable[[], bool], signum: int, timeout: float = 180) -> str:
+    """Send ``signum`` once ``condition`` holds; the process's stderr once it has ended."""
+    wait_until(condition, process, timeout)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    return stderr
+
+
 def lines(path: Path) -> int:
     return path.read_text().count("\n") if path.is_file() else 0
 
@@ -90,9 +98,7 @@ def interrupted(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("interrupted")
     run = root / "run"
     process = start(*CONFIG, f"hydra.run.dir={run}", cwd=root)
-    wait_until(lambda: lines(run / "metrics.jsonl") >= 1, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    stderr = signal_when(process, lambda: lines(run / "metrics.jsonl") >= 1, signal.SIGTERM)
     assert process.returncode == 143, stderr
     assert stderr_lines(stderr) == [
         f"deeprun: interrupted after epoch {json.loads((run / 'summary.json').read_text())['epochs_completed']}; "
@@ -501,9 +507,7 @@ def test_sigterm_stops_a_sweep_in_one_line_and_the_same_command_continues_it(ref
     sweep = tmp_path / "sweep"
     args = ["-m", *SWEEP, "trainer.seed=1,2,3", f"hydra.sweep.dir={sweep}"]
     process = start(*args, cwd=tmp_path)
-    wait_until(lambda: lines(sweep / "0" / "metrics.jsonl") >= 1, process, timeout=300)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    stderr = signal_when(process, lambda: lines(sweep / "0" / "metrics.jsonl") >= 1, signal.SIGTERM, timeout=300)
     assert process.returncode == 143, stderr
     assert stderr_lines(stderr) == [
         f"deeprun: interrupted; the sweep's state is in {sweep} (continue it with the same command and "

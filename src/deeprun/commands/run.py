@@ -224,11 +224,12 @@ def sweep_job(cfg: DictConfig) -> dict[str, Any]:
             return {"status": "incomplete", "error": str(error)}
         return write_failure(run_dir, str(cfg.get("name", "")), error)
     if summary["status"] == "interrupted":
-        exit_interrupted(summary, run_dir)
+        exit_stopped(summary, run_dir)
     return summary
 
 
-def exit_interrupted(summary: dict[str, Any], run_dir: Path) -> None:
+def exit_stopped(summary: dict[str, Any], run_dir: Path) -> None:
+    """A run stopped cleanly by SIGINT/SIGTERM at the end of an epoch: one line, exit 130/143."""
     print(
         f"deeprun: interrupted after epoch {summary['epochs_completed']}; its state is in {run_dir} "
         f"(continue with trainer.resume={run_dir})",
@@ -263,7 +264,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
         print(f"deeprun: run diverged at epoch {summary['diverged_epoch']} (NaN/inf loss)", file=sys.stderr)
         sys.exit(ExitCode.DIVERGED)
     if summary["status"] == "interrupted":
-        exit_interrupted(summary, run.run_dir)
+        exit_stopped(summary, run.run_dir)
     return summary
 
 

@@ -98,7 +98,7 @@ class FusedLauncher(Launcher):
                 if any(
                     isinstance(m.return_value, dict) and m.return_value.get("status") == "interrupted" for m in members
                 ):
-                    _exit_interrupted(Path(str(self.config.hydra.sweep.dir)))
+                    _exit_stopped(Path(str(self.config.hydra.sweep.dir)))
         return returns
 
     def _train(self, group: list[JobReturn], dataset: Any) -> None:
@@ -117,7 +117,7 @@ class FusedLauncher(Launcher):
             ret.return_value = summary
 
 
-def _exit_interrupted(sweep_dir: Path) -> None:
+def _exit_stopped(sweep_dir: Path) -> None:
     """Ctrl-C or SIGTERM stopped a group at the end of an epoch: the other groups do not start; the same
     command continues the sweep."""
     from deeprun.commands.common import JOB
