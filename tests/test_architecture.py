@@ -16,7 +16,15 @@ MAX_LINES = 500
 
 #: Bottom to top: a module may import from its own layer and the layers below, never from above.
 LAYERS = (
-    ("deeprun", "deeprun.registry", "deeprun.exit_codes", "deeprun.files", "deeprun.monitor", "deeprun.memory"),
+    (
+        "deeprun.registry",
+        "deeprun.exit_codes",
+        "deeprun.files",
+        "deeprun.monitor",
+        "deeprun.memory",
+        "deeprun.plugins",
+        "deeprun.version",
+    ),
     ("deeprun.techniques",),
     ("deeprun.data",),
     ("deeprun.models", "deeprun.loggers"),
@@ -25,9 +33,12 @@ LAYERS = (
     ("deeprun.runs",),
     ("deeprun.reports",),
     ("deeprun.sweeps",),
-    ("deeprun.commands",),
+    ("deeprun.commands", "deeprun.api"),
     ("hydra_plugins",),
 )
+#: The package itself is the facade over the API (``deeprun.train`` …), above the layers it re-exports;
+#: its modules stay in their own layers.
+FACADE = "deeprun"
 
 
 def module_name(path: Path) -> str:
@@ -40,7 +51,9 @@ def modules() -> dict[str, Path]:
 
 
 def layer(module: str) -> int:
-    """The layer of ``module``: the longest matching prefix in :data:`LAYERS`."""
+    """The layer of ``module``: the longest matching prefix in :data:`LAYERS` (the facade: the top)."""
+    if module == FACADE:
+        return len(LAYERS)
     best, best_length = None, -1
     for index, prefixes in enumerate(LAYERS):
         for prefix in prefixes:

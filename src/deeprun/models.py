@@ -1,6 +1,26 @@
-"""Models (config group ``model``): Keras-style MLPs assembled from the other groups' parts.
+"""Models (config group ``model``): the protocol a model option follows, and the Keras-style MLPs.
 
-Layer order follows the book's Keras models: an optional input BN layer; per hidden layer
+A ``model`` option is a frozen dataclass registered in :data:`MODELS` (subclassing :class:`ModelSpec`)
+whose :meth:`ModelSpec.build` returns a :class:`Network`: a Flax NNX module the trainer drives. What the
+trainer needs of it, so the chapter's techniques apply to any network:
+
+* ``__call__(x, *, train, key, dropout)`` → logits: ``x`` the scaled inputs, flattened ``(batch,
+  n_features)`` (reshape them yourself, e.g. to an image shape of the spec's); ``train`` selects batch
+  statistics (``nnx.BatchNorm`` layers: their statistics are the state's ``batch_stats``) and the
+  ``dropout`` layer (None, or the selected :class:`~deeprun.techniques.regularizers.Dropout` /
+  ``AlphaDropout``: call ``dropout(h, key)`` where it belongs); training passes a PRNG ``key``.
+* its kernel layers (:meth:`Network.kernel_layers`: ``nnx.Linear``/``nnx.Conv``, the output layer last,
+  found in the module's graph by default) give the ℓ1/ℓ2 penalties (:meth:`~Network.kernels`), the max-norm
+  constraint and the gradient norms (:meth:`~Network.hidden_kernels`) and ``deeprun-prune``'s layers;
+* :meth:`Network.layer_activations` (each hidden layer's pre-activation and activation) feeds
+  ``trainer.diagnostics``.
+
+The initializer, activation and normalization groups arrive as built options (``initializer.build()``:
+a kernel initializer; ``activation.build(features, rngs)``: a callable ``(x, train=, key=)``;
+``normalization.layer(features, rngs)``: Keras-default batch norm). The MLP below is one implementation;
+a plugin's is another (``tests/plugins/``).
+
+The MLP's layer order follows the book's Keras models: an optional input BN layer; per hidden layer
 ``[dropout] → Dense → [BN] → activation → [BN]`` (BN before or after the activation, per
 ``normalization``); then ``[dropout] → Dense(outputs)``. The output layer keeps Keras's default
 glorot_uniform initializer unless ``model.output_initializer`` says otherwise. Softmax and sigmoid
@@ -49,8 +69,23 @@ class ModelSpec:
             require_positive("model.reuse_layers", self.reuse_layers)
             require(self.init_from is not None, "model.reuse_layers", "needs model.init_from", self.reuse_layers)
 
+    def build(
+        self,
+        n_features: int,
+        n_classes: int,
+        initializer: Initializer,
+        activation: ActivationSpec,
+        normalization: Normalization,
+        rngs: nnx.Rngs,
+        dtype: jnp.dtype | None = None,
+    ) -> Network:
+        """The network for inputs of ``n_features`` and ``n_classes`` classes; ``dtype`` is the compute
+        dtype of its layers (None: float32, the parameters' own)."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
     def hidden_layers(self) -> tuple[int, ...]:
-        raise NotImplementedError
+        """The widths of the hidden Dense layers (a first memory estimate; () when not a Dense stack)."""
+        return ()
 
     def output_units(self, n_classes: int) -> int:
         if self.head == "sigmoid":
@@ -59,9 +94,16 @@ class ModelSpec:
         return n_classes
 
 
+class DenseStackSpec(ModelSpec):
+    """The MLPs: :class:`MLP` over :meth:`hidden_layers`."""
+
+    def build(self, n_features, n_classes, initializer, activation, normalization, rngs, dtype=None) -> Network:
+        return MLP(self, n_features, n_classes, initializer, activation, normalization, rngs=rngs, dtype=dtype)
+
+
 @MODELS.register("mlp")
 @dataclass(frozen=True)
-class MLPSpec(ModelSpec):
+class MLPSpec(DenseStackSpec):
     hidden: tuple[int, ...] = (300, 100)
 
     def __post_init__(self) -> None:
@@ -75,7 +117,7 @@ class MLPSpec(ModelSpec):
 
 @MODELS.register("deep_mlp")
 @dataclass(frozen=True)
-class DeepMLPSpec(ModelSpec):
+class DeepMLPSpec(DenseStackSpec):
     """``depth`` hidden layers of ``width`` units (100×100 in the SELU-vs-ReLU experiment)."""
 
     depth: int = 100
@@ -88,6 +130,51 @@ class DeepMLPSpec(ModelSpec):
 
     def hidden_layers(self) -> tuple[int, ...]:
         return (self.width,) * self.depth
+
+
+class Network(nnx.Module):
+    """The base of a model option's module (see the module docstring). Subclasses define ``__call__``
+    and, for diagnostics, :meth:`layer_activations`; the output layer is the attribute ``output``."""
+
+    head: Head = "softmax"
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+        dropout: Dropout | AlphaDropout | None = None,
+    ) -> jax.Array:
+        raise NotImplementedError(f"{type(self).__name__}.__call__")
+
+    def kernel_layers(self) -> list[tuple[str, nnx.Linear | nnx.Conv]]:
+        """The layers with a kernel by name, the output layer (attribute ``output``) last."""
+        layers = [
+            ("/".join(map(str, path)), node)
+            for path, node in nnx.iter_graph(self)
+            if isinstance(node, (nnx.Linear, nnx.Conv))
+        ]
+        return sorted(layers, key=lambda layer: layer[0] == "output")
+
+    def kernels(self) -> list[jax.Array]:
+        """Every kernel (hidden and output): what ℓ1/ℓ2 penalize."""
+        return [layer.kernel[...] for _, layer in self.kernel_layers()]
+
+    def hidden_kernels(self) -> list[jax.Array]:
+        """The kernels before the output layer, input side first (max-norm, gradient norms)."""
+        return self.kernels()[:-1]
+
+    def constrain(self, max_norm) -> None:
+        """The max-norm constraint on the hidden kernels, in place (after an optimizer update): per output
+        unit, over every other axis (a Dense kernel's inputs; a convolution's window and channels)."""
+        for _, layer in self.kernel_layers()[:-1]:
+            kernel = layer.kernel[...]
+            layer.kernel[...] = max_norm(kernel.reshape(-1, kernel.shape[-1])).reshape(kernel.shape)
+
+    def layer_activations(self, x: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+        """Inference mode: each hidden layer's (pre-activation, activation), for ``trainer.diagnostics``."""
+        raise NotImplementedError(f"{type(self).__name__}.layer_activations (needed by trainer.diagnostics)")
 
 
 class DenseBlock(nnx.Module):
@@ -137,7 +224,7 @@ def _batch_norm(norm: nnx.BatchNorm, x: jax.Array, train: bool) -> jax.Array:
     return norm(x.astype(jnp.float32), use_running_average=not train).astype(x.dtype)
 
 
-class MLP(nnx.Module):
+class MLP(Network):
     """A multilayer perceptron on flattened inputs; ``__call__`` returns logits (in the compute dtype).
 
     ``dtype`` is the compute dtype of the Dense layers (mixed precision, ``deeprun.techniques.precision``); None
@@ -223,18 +310,12 @@ class MLP(nnx.Module):
             pairs.append((pre, act))
         return pairs
 
-    def hidden_kernels(self) -> list[jax.Array]:
-        """The hidden Dense kernels, input side first."""
-        return [block.dense.kernel[...] for block in self.blocks]
-
-    def kernels(self) -> list[jax.Array]:
-        """Every Dense kernel (hidden and output): what ℓ1/ℓ2 penalize."""
-        return [*self.hidden_kernels(), self.output.kernel[...]]
-
-    def constrain(self, max_norm) -> None:
-        """Apply a max-norm constraint to the hidden kernels in place (after an optimizer update)."""
-        for block in self.blocks:
-            block.dense.kernel[...] = max_norm(block.dense.kernel[...])
+    def kernel_layers(self) -> list[tuple[str, nnx.Linear | nnx.Conv]]:
+        """``hidden_1`` … ``hidden_n`` and ``output``."""
+        return [
+            *((f"hidden_{i}", block.dense) for i, block in enumerate(self.blocks, start=1)),
+            ("output", self.output),
+        ]
 
 
 def predict_probabilities(logits: jax.Array, head: Head) -> jax.Array:

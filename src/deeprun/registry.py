@@ -113,6 +113,40 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Every init field of dataclass ``cls`` with a default, as YAML-ready values (tuples as lists,
+    nested dataclasses as mappings): the full form of a partial config entry."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = _plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = _plain(f.default_factory())
+    return values
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def complete_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every field of ``cls`` it leaves out at its default, nested dataclass fields
+    completed the same way. Unknown fields are kept (validation names them)."""
+    hints = typing.get_type_hints(cls)
+    completed = field_defaults(cls) | dict(values)
+    for name, value in values.items():
+        nested = hints.get(name)
+        if dataclasses.is_dataclass(nested) and isinstance(value, Mapping):
+            completed[name] = complete_fields(typing.cast(type, nested), value)
+    return completed
+
+
 def parse_value(text: str) -> Any:
     """A command-line value: JSON where it parses (``0.01``, ``1e-3``, ``true``, ``null``, ``[1, 32]``),
     otherwise the text itself (``float16``)."""
@@ -205,6 +239,15 @@ class Registry(Generic[T]):
         fields = dict(config)
         name = fields.pop("name")
         return from_mapping(self.get(name), fields, f"{self.group}.{name}")
+
+    def complete(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"name": ..., **fields}`` with every field of the option, defaults filled in (an unknown
+        option is returned as it is, for :meth:`build` to report)."""
+        name = config.get("name") if isinstance(config, Mapping) else None
+        if not isinstance(name, str) or name not in self._entries:
+            return dict(config) if isinstance(config, Mapping) else config
+        fields = {key: value for key, value in config.items() if key != "name"}
+        return {"name": name, **complete_fields(self._entries[name], fields)}
 
     def default(self, name: str) -> T:
         """The option with all its defaults (handy in tests and plots)."""

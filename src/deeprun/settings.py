@@ -17,9 +17,11 @@ from deeprun.data import DATASETS
 from deeprun.loggers import LOGGERS
 from deeprun.models import MODELS, ModelSpec
 from deeprun.monitor import Monitor
+from deeprun.plugins import Plugin, load_plugins
 from deeprun.registry import (
     ConfigError,
     Registry,
+    complete_fields,
     from_mapping,
     plain_mapping,
     require,
@@ -126,38 +128,61 @@ class Settings:
     trainer: TrainerSettings
     name: str = "run"
     logger: Any = field(default_factory=lambda: LOGGERS.default("none"))  # host-side only: see deeprun.loggers
+    plugins: tuple[Plugin, ...] = ()  # every plugin loaded (entry points and the config's ``plugins``)
 
 
 @dataclass(frozen=True)
 class Group:
     """A config group: its key in the composed config, the :class:`Settings` field it becomes, the
-    registry of its options (None: ``trainer``, a single schema) and how its entry is validated.
+    registry of its options (None: ``trainer``, a single schema), how its entry is validated and
+    completed (every field the entry leaves out at its option's default).
     ``absent``: what a config without the group (an older run's) means; None: the group is required."""
 
     key: str
     field: str
     registry: Registry | None
     build: Callable[[Any], Any]
+    complete: Callable[[Any], Any]
     absent: Mapping[str, Any] | None = None
 
 
 #: The one table of config groups, in the order of ``conf/config.yaml``'s defaults list.
+def _option_group(key: str, registry: Registry, absent: Mapping[str, Any] | None = None) -> Group:
+    return Group(key, key, registry, registry.build, registry.complete, absent)
+
+
+def _complete_regularizers(entry: Any) -> Any:
+    """Each selected regularizer's fields completed (``{name: fields}``; unknown names kept for validation)."""
+    if not isinstance(entry, Mapping):
+        return entry
+    return {
+        name: complete_fields(REGULARIZERS.get(name), values or {}) if name in REGULARIZERS else values
+        for name, values in entry.items()
+    }
+
+
 GROUPS = (
-    Group("data", "data", DATASETS, DATASETS.build),
-    Group("model", "model", MODELS, MODELS.build),
-    Group("initializer", "initializer", INITIALIZERS, INITIALIZERS.build),
-    Group("activation", "activation", ACTIVATIONS, ACTIVATIONS.build),
-    Group("normalization", "normalization", NORMALIZATIONS, NORMALIZATIONS.build),
+    _option_group("data", DATASETS),
+    _option_group("model", MODELS),
+    _option_group("initializer", INITIALIZERS),
+    _option_group("activation", ACTIVATIONS),
+    _option_group("normalization", NORMALIZATIONS),
     # A list of options at once ({name: fields}), merged into one Regularization.
-    Group("regularizer", "regularization", REGULARIZERS, build_regularization, absent={}),
-    Group("optimizer", "optimizer", OPTIMIZERS, OPTIMIZERS.build),
-    Group("schedule", "schedule", SCHEDULES, SCHEDULES.build),
-    Group("trainer", "trainer", None, lambda entry: from_mapping(TrainerSettings, entry, "trainer")),
-    Group("logger", "logger", LOGGERS, LOGGERS.build, absent={"name": "none"}),
+    Group("regularizer", "regularization", REGULARIZERS, build_regularization, _complete_regularizers, absent={}),
+    _option_group("optimizer", OPTIMIZERS),
+    _option_group("schedule", SCHEDULES),
+    Group(
+        "trainer",
+        "trainer",
+        None,
+        lambda entry: from_mapping(TrainerSettings, entry, "trainer"),
+        lambda entry: complete_fields(TrainerSettings, entry) if isinstance(entry, Mapping) else entry,
+    ),
+    _option_group("logger", LOGGERS, absent={"name": "none"}),
 )
 GROUP_KEYS = tuple(group.key for group in GROUPS)
 #: Top-level keys of a composed config that are not groups.
-TOP_LEVEL_FIELDS = ("name",)
+TOP_LEVEL_FIELDS = ("name", "plugins")
 
 
 def config_groups() -> dict[str, str | None]:
@@ -174,8 +199,41 @@ def config_groups() -> dict[str, str | None]:
     }
 
 
+def is_option_field(dotted: str) -> bool:
+    """Whether ``group.field[.field...]`` names a field of one of the group's options (``trainer.*``: of
+    the trainer's schema; ``regularizer.<option>.field``), registered plugins' options included.
+
+    >>> is_option_field("optimizer.beta_1"), is_option_field("optimizer.beta")
+    (True, False)
+    """
+    key, _, path = dotted.partition(".")
+    group = next((group for group in GROUPS if group.key == key), None)
+    if group is None or not path:
+        return False
+    if group.registry is None:
+        return _has_field(TrainerSettings, path.split("."))
+    if group.registry is REGULARIZERS:
+        option, _, path = path.partition(".")
+        return option in REGULARIZERS and (not path or _has_field(REGULARIZERS.get(option), path.split(".")))
+    return any(_has_field(group.registry.get(name), path.split(".")) for name in group.registry.names())
+
+
+def _has_field(cls: Any, parts: list[str]) -> bool:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    if parts[0] not in {f.name for f in dataclasses.fields(cls) if f.init}:
+        return False
+    nested = hints[parts[0]]
+    if len(parts) == 1:
+        return True
+    return dataclasses.is_dataclass(nested) and _has_field(nested, parts[1:])
+
+
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
-    """Validate a composed config (a plain mapping) into :class:`Settings`."""
+    """Validate a composed config (a plain mapping) into :class:`Settings`, importing its plugins first."""
+    plugins = load_plugins(config.get("plugins") or ())
     unknown = sorted(set(config) - set(GROUP_KEYS) - set(TOP_LEVEL_FIELDS))
     if unknown:
         raise ConfigError(
@@ -185,9 +243,24 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
     if missing:
         raise ConfigError(f"missing config group {missing[0]!r}")
     values = {group.field: group.build(config.get(group.key) or group.absent) for group in GROUPS}
-    settings = Settings(**values, name=str(config.get("name", "run")))
+    settings = Settings(**values, name=str(config.get("name", "run")), plugins=tuple(plugins))
     _check_combinations(settings)
     return settings
+
+
+def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The composed config with every field of every selected option, a partial YAML's omissions at the
+    option's defaults: the config that runs, in full (what ``.hydra/config.yaml`` records). Plugins are
+    imported first, so their options are completed too."""
+    load_plugins(config.get("plugins") or ())
+    completed = dict(config)
+    for group in GROUPS:
+        entry = completed.get(group.key)
+        if entry is None and group.absent is not None:  # a deleted group (~logger) means its absent value
+            entry = dict(group.absent)
+        if entry is not None:
+            completed[group.key] = group.complete(entry)
+    return completed
 
 
 def _check_combinations(settings: Settings) -> None:

@@ -4,6 +4,7 @@ tables, the comparison figures, ``deeprun-report`` and the Hydra callback at the
 import csv
 import json
 import math
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -140,7 +141,10 @@ def test_sweep_summary_csv_rows_and_columns(sweep):
     csv_path, md_path = write_sweep_summary(sweep)
     assert csv_path == sweep / SUMMARY_CSV and md_path == sweep / SUMMARY_MD
     rows = read_csv(csv_path)
-    assert list(rows[0]) == list(COLUMNS)
+    # One column per swept field (the overrides' keys whose values differ), then the metrics.
+    assert list(rows[0]) == ["job", "optimizer", "optimizer.learning_rate", *COLUMNS[1:]]
+    assert [row["optimizer"] for row in rows] == ["sgd", "adam", "nadam", "adamw", "rmsprop"]
+    assert [row["optimizer.learning_rate"] for row in rows] == ["", "10", "", "", ""]
     assert [row["job"] for row in rows] == ["0", "1", "2", "3", "10"]
     done, diverged, cut, missing, early = rows
     assert done["status"] == "completed" and done["epochs_completed"] == "3"
@@ -169,15 +173,16 @@ def test_sweep_summary_markdown(sweep):
     assert "Overrides common to every job: `data=synthetic model.hidden=[16]`" in text
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 2 + 5
-    assert table[0].startswith("| job | overrides | status | epochs |")
+    assert table[0].startswith("| job | optimizer | optimizer.learning_rate | status | epochs |")
     assert set(table[1]) <= set("|-:")
     assert table[1].count("|") == table[0].count("|")
     assert all(row.count("|") - row.count("\\|") == table[0].count("|") for row in table)
-    assert table[2].startswith("| 0 | optimizer=sgd | completed | 3 | 0.6000 | 0.7500 | 0.7000 | 0.7000 | 3 |")
-    assert "diverged (epoch 2)" in table[3] and "optimizer=adam optimizer.learning_rate=10" in table[3]
+    assert table[2].startswith("| 0 | sgd | – | completed | 3 | 0.6000 | 0.7500 | 0.7000 | 0.7000 | 3 |")
+    assert table[3].startswith("| 1 | adam | 10 | diverged (epoch 2) |")
     assert "| incomplete | 2 |" in table[4] and table[4].endswith("| – | – | – | – |")
     assert "| missing | – |" in table[5]
-    assert table[6].startswith("| 10 | optimizer=rmsprop | stopped_early |")
+    assert table[6].startswith("| 10 | rmsprop | – | stopped_early |")
+    assert "Grouped" not in text  # no seed swept: nothing to group
     assert not (sweep / CURVES_PNG).exists()  # figures=False
 
 
@@ -202,6 +207,56 @@ def test_figures_handle_thirty_jobs(tmp_path):
     assert_png(tmp_path / FINAL_PNG)
 
 
+def test_runs_that_differ_only_in_the_seed_form_one_group(tmp_path):
+    """2 optimizers × 3 seeds: one row per optimizer with mean ± std over its seeds; --group-by regroups."""
+    values = {}
+    for job, (optimizer, seed) in enumerate((o, s) for o in ("sgd", "adam") for s in (1, 2, 3)):
+        accuracy = 0.5 + 0.1 * (optimizer == "adam") + 0.01 * seed
+        history = [record(1, 1.0, accuracy - 0.05), record(2, 0.9 - 0.01 * seed, accuracy)]
+        write_run(
+            tmp_path / str(job), [*COMMON, f"optimizer={optimizer}", f"trainer.seed={seed}"], history, "completed"
+        )
+        values.setdefault(optimizer, []).append(history[-1]["val/accuracy"])
+    assert main([str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "sweep_groups.csv")
+    assert [(row["optimizer"], row["runs"], row["seeds"]) for row in rows] == [
+        ("sgd", "3", "1 2 3"),
+        ("adam", "3", "1 2 3"),
+    ]
+    for row in rows:
+        expected = values[row["optimizer"]]
+        assert float(row["final_val_accuracy_mean"]) == pytest.approx(statistics.fmean(expected))
+        assert float(row["final_val_accuracy_std"]) == pytest.approx(statistics.stdev(expected))
+        assert float(row["final_val_accuracy_min"]) == pytest.approx(min(expected))
+        assert float(row["final_val_accuracy_max"]) == pytest.approx(max(expected))
+    text = (tmp_path / SUMMARY_MD).read_text()
+    assert "## Grouped by optimizer: mean ± std over each group's runs" in text
+    assert (
+        "| sgd | 3 | " in text
+        and f"{statistics.fmean(values['sgd']):.4f} ± {statistics.stdev(values['sgd']):.4f}" in text
+    )
+    assert_png(tmp_path / CURVES_PNG)
+
+    assert main([str(tmp_path), "--group-by", "trainer.seed", "--no-figures"]) == 0
+    regrouped = read_csv(tmp_path / "sweep_groups.csv")
+    assert [(row["trainer.seed"], row["runs"]) for row in regrouped] == [("1", "2"), ("2", "2"), ("3", "2")]
+
+
+def test_report_reads_a_tuning_study_and_skips_other_commands_folders(tmp_path):
+    study = tmp_path / "study"
+    (study / ".hydra").mkdir(parents=True)
+    (study / ".hydra" / "config.yaml").write_text("tune: {n_trials: 2}\ntrainer: {epochs: 1}\n")
+    for trial in ("0", "1"):
+        write_run(
+            study / "trials" / trial, [f"optimizer.learning_rate=0.0{trial}1"], [record(1, 0.5, 0.8)], "completed"
+        )
+    for folder, config in (("lr_finder", "lr_finder: {}\ntrainer: {}\n"), ("signal", "layers: 10\nwidth: 5\n")):
+        (tmp_path / folder / ".hydra").mkdir(parents=True)
+        (tmp_path / folder / ".hydra" / "config.yaml").write_text(config)
+    runs = collect_runs(tmp_path)
+    assert [run.job for run in runs] == ["study/trials/0", "study/trials/1"]
+
+
 def test_write_sweep_summary_without_runs_raises(tmp_path):
     with pytest.raises(NoRunsError):
         write_sweep_summary(tmp_path)
@@ -210,7 +265,7 @@ def test_write_sweep_summary_without_runs_raises(tmp_path):
 def test_main_in_process(sweep, capsys):
     assert main([str(sweep), "--no-figures"]) == 0
     out = capsys.readouterr().out
-    assert "| job | overrides | status |" in out and "| 10 | optimizer=rmsprop |" in out
+    assert "| job | optimizer | optimizer.learning_rate | status |" in out and "| 10 | rmsprop | – |" in out
     assert (sweep / SUMMARY_CSV).is_file() and not (sweep / FINAL_PNG).exists()
 
 
@@ -222,7 +277,7 @@ def test_deeprun_report_command(sweep, tmp_path):
     result = report_cli(str(sweep), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"# Sweep summary: {sweep.name}" in result.stdout
-    assert "| 1 | optimizer=adam optimizer.learning_rate=10 | diverged (epoch 2) |" in result.stdout
+    assert "| 1 | adam | 10 | diverged (epoch 2) |" in result.stdout
     for name in (SUMMARY_CSV, SUMMARY_MD):
         assert (sweep / name).is_file()
     for name in (CURVES_PNG, FINAL_PNG):

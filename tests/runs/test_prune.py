@@ -7,7 +7,7 @@ import pytest
 
 from deeprun.registry import ConfigError, options_from_tokens
 from deeprun.runs.loading import load_run
-from deeprun.runs.prune import PruneOptions, dense_layers, prune_kernel, prune_run
+from deeprun.runs.prune import PruneOptions, prune_kernel, prune_run
 from helpers.commands import run_command as run
 
 
@@ -32,7 +32,7 @@ def l1_run(tmp_path_factory):
 
 
 def kernels(run_dir) -> dict[str, np.ndarray]:
-    return {name: np.asarray(dense.kernel[...]) for name, dense in dense_layers(load_run(run_dir).model())}
+    return {name: np.asarray(dense.kernel[...]) for name, dense in load_run(run_dir).model().kernel_layers()}
 
 
 def test_prune_kernel_zeroes_only_weights_below_the_threshold():

@@ -38,3 +38,34 @@ def test_a_summary_records_where_it_came_from(tmp_path):
     seen = DATASETS.build({"name": "synthetic", "seed": 3}).load().fingerprint
     other = DATASETS.build({"name": "synthetic", "seed": 4}).load().fingerprint
     assert summary["data"]["fingerprint"] == seen != other
+
+
+def test_every_kind_of_summary_follows_the_json_schema(tmp_path):
+    """A completed run, a diverged one (non-finite numbers become null), a failed one, a resumed one, a
+    pruned tuning trial: each written summary.json validates against the packaged JSON Schema."""
+    import jsonschema
+
+    from deeprun.commands.tune import main as tune_main
+
+    schema = json.loads((ROOT / "src" / "deeprun" / "runs" / "summary.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    cases = {
+        "completed": (*ARGS,),
+        "diverged": (*ARGS, "optimizer=sgd", "optimizer.learning_rate=1e30", "schedule=constant"),
+    }
+    for name, args in cases.items():
+        invoke(deeprun_main, *args, f"hydra.run.dir={tmp_path / name}", cwd=tmp_path)
+    # A sweep whose second job is bad input: that job's folder records it as failed.
+    sweep = ("-m", *ARGS, "trainer.batch_size=32,0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    invoke(deeprun_main, *sweep, cwd=tmp_path)
+    tune = (*ARGS, "tune/space=learning_rate", "tune.n_trials=3", f"tune.dir={tmp_path / 'study'}")
+    tuned = invoke(tune_main, *tune, cwd=tmp_path, program="deeprun-tune")
+    assert tuned.returncode == 0, tuned.stderr
+    summaries = sorted(tmp_path.rglob("summary.json"))
+    statuses = set()
+    for path in summaries:
+        summary = json.loads(path.read_text(), parse_constant=lambda name: 1 / 0)  # strict JSON
+        jsonschema.validate(summary, schema)
+        statuses.add(summary["status"])
+    assert {"completed", "diverged", "failed"} <= statuses, statuses
+    assert len(summaries) == 2 + 2 + 3

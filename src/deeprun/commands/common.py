@@ -120,7 +120,7 @@ def run_hydra_app(app: Callable[[], Any], program: str) -> None:
     exit 2. ``JOB.started`` (set by the app once Hydra hands it a job) tells later OSErrors apart.
     SIGINT or SIGTERM outside training ends with one line and exit 130 or 143; what the command had
     made and not yet written into is removed."""
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from deeprun.runs.ownership import release_all
@@ -131,10 +131,8 @@ def run_hydra_app(app: Callable[[], Any], program: str) -> None:
     previous = interrupt_at_once()
     try:
         app()
-    except MissingConfigException as error:
-        fail(missing_option_message(error), program=program)
     except (HydraException, OmegaConfBaseException) as error:
-        fail(unknown_key_message(error.__cause__) or override_message(error), program=program)
+        fail(composition_message(error), program=program)
     except ConfigError as error:  # raised by deeprun's Hydra callbacks, before any job
         fail(str(error), program=program)
     except KeyboardInterrupt as error:
@@ -156,6 +154,43 @@ class JOB:
     signal: int = signal.SIGINT
     folder: Path | None = None
     stuck_writers = False  # a checkpoint write failed: its threads may never end (see ``entry``)
+
+
+def field_overrides(tokens: Sequence[str]) -> list[str]:
+    """Command-line overrides as Hydra gets them: ``group.field=value`` for a field of one of the group's
+    options becomes ``++group.field=value`` (set, or add when the selected option's YAML leaves it out:
+    the option's schema has it). A typo stays as written, for Hydra's "no such field" line. Deleting a
+    field (``~trainer.early_stopping``) is an error: every field has a value, which an override sets.
+    The plugins an override names are imported first, so their options' fields are known."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from deeprun.plugins import load_plugins
+    from deeprun.settings import is_option_field
+
+    for token in tokens:
+        if token.startswith("plugins="):
+            value = OverridesParser.create().parse_overrides([token])[0].value()
+            load_plugins([str(name) for name in value] if isinstance(value, list) else [str(value)])
+    result = []
+    for token in tokens:
+        key, sep, _ = token.partition("=")
+        if token.startswith("~") and "." in key and is_option_field(key[1:]):
+            raise ConfigError(
+                f"{token}: a field cannot be deleted (every field of an option has a value); "
+                f"set it instead, e.g. {key[1:]}=<value>"
+            )
+        plain = sep and not token.startswith(("-", "+", "~")) and "." in key
+        result.append(f"++{token}" if plain and is_option_field(key) else token)
+    return result
+
+
+def composition_message(error: BaseException) -> str:
+    """The one line for an error Hydra or OmegaConf raised while composing the config."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(error, MissingConfigException):
+        return missing_option_message(error)
+    return unknown_key_message(error.__cause__) or override_message(error)
 
 
 def missing_option_message(error: Any) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deeprun.exit_codes import ExitCode
-from deeprun.reports.sweep import CURVES_PNG, FINAL_PNG, SUMMARY_CSV, SUMMARY_MD, write_sweep_summary
+from deeprun.reports.sweep import CURVES_PNG, FINAL_PNG, GROUPS_CSV, SUMMARY_CSV, SUMMARY_MD, write_sweep_summary
 from deeprun.runs.records import collect_runs
 
 # --------------------------------------------------------------------------------------------------
@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", type=Path, help="folder of run folders")
     parser.add_argument("--no-figures", action="store_true", help="write only the CSV and Markdown tables")
+    parser.add_argument(
+        "--group-by",
+        metavar="FIELD,...",
+        type=lambda text: [field for field in text.split(",") if field],
+        help="group the runs by these config fields (e.g. optimizer.learning_rate): mean ± std of each "
+        "metric per group (default: over trainer.seed, when the seed is swept)",
+    )
     parser.add_argument(
         "--book",
         metavar="EXPERIMENT",
@@ -52,11 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return ExitCode.BAD_INPUT
     for index, folder in enumerate(args.dirs):
-        csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures)
+        csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures, group_by=args.group_by)
         if index:
             print()
         print(md_path.read_text(), end="")
-        written = [csv_path, md_path]
+        written = [csv_path, md_path, *[folder / GROUPS_CSV] * (folder / GROUPS_CSV).is_file()]
         if not args.no_figures:
             written += [folder / CURVES_PNG, folder / FINAL_PNG]
         if args.book is not None:

@@ -20,7 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deeprun.commands.common import JOB, fail, run_hydra_app, stop_on_interrupt
+from deeprun.commands.common import (
+    JOB,
+    composition_message,
+    fail,
+    field_overrides,
+    run_hydra_app,
+    stop_on_interrupt,
+)
 from deeprun.exit_codes import ExitCode, for_signal
 from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
@@ -61,11 +68,12 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     """
     from deeprun.runs.folder import holds_progress, record_config
     from deeprun.runs.loading import load_donor, resume_epochs, resumed_config
-    from deeprun.settings import advisories, settings_from_config
+    from deeprun.settings import advisories, complete_config, settings_from_config
     from deeprun.sweeps.callbacks import claim_resumed
     from deeprun.training.trainer import training_devices
 
-    config = plain_mapping(cfg)
+    composed = plain_mapping(cfg)
+    config = complete_config(composed)
     settings = settings_from_config(config)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -87,15 +95,16 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     donor = None
     if settings.model.init_from is not None:
         donor = load_donor(settings.model.init_from)
-    # Paths as absolute ones, so the run's saved config works from any folder (eval, resume, export).
-    changed = False
-    for group, key in (("model", "init_from"), ("data", "path")):
-        value = config.get(group, {}).get(key)
-        if isinstance(value, str) and value and str(Path(value).resolve()) != value:
-            config[group][key], changed = str(Path(value).resolve()), True
-    if changed:
-        settings = settings_from_config(config)
-        record_config(run_dir, config)
+    if resume is None:
+        # The config in full (a partial YAML's omissions at their defaults) and its paths as absolute
+        # ones, so the run's saved config works from any folder (eval, resume, export).
+        for group, key in (("model", "init_from"), ("data", "path")):
+            value = config.get(group, {}).get(key)
+            if isinstance(value, str) and value:
+                config[group][key] = str(Path(value).resolve())
+        if config != composed:
+            settings = settings_from_config(config)
+            record_config(run_dir, config)
     training_devices(settings.trainer.devices)
     for note in advisories(settings):
         print(f"deeprun: warning: {note}", file=sys.stderr)
@@ -288,8 +297,49 @@ def fail_to_write(run_dir: Path, name: str, error: OSError) -> None:
 
 
 def main() -> None:
-    """``deeprun``."""
+    """``deeprun``: ``--cfg job`` validates the config and prints it in full; otherwise Hydra's app."""
+    from deeprun.runs.environment import record_command_line
+
+    record_command_line(sys.argv)
+    try:
+        sys.argv[1:] = field_overrides(sys.argv[1:])
+        show = shown_config(sys.argv[1:])
+    except ConfigError as error:
+        fail(str(error))
+    if show is not None:
+        print(show, end="")
+        return
     run_hydra_app(_hydra_main, "deeprun")
+
+
+def shown_config(argv: list[str]) -> str | None:
+    """With ``--cfg``/``-c`` (a single run, not ``-m``): the composed config validated (ConfigError if it
+    is not) and, for ``--cfg job``, the YAML of the config in full that a run would record (None: leave
+    the printing to Hydra). Without ``--cfg``: None."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from deeprun.settings import complete_config, settings_from_config
+
+    args, unknown = get_args_parser().parse_known_args(argv)
+    if args.cfg is None or args.multirun or unknown:  # unknown: Hydra's own usage error
+        return None
+    overrides = list(args.overrides)
+    if args.config_dir is not None:
+        overrides.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(args.config_name or "config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(composition_message(error)) from None
+    config = complete_config(plain_mapping(cfg, resolve=False))
+    settings_from_config(complete_config(plain_mapping(cfg)))
+    if args.cfg != "job":
+        return None
+    return OmegaConf.to_yaml(OmegaConf.create(config), resolve=bool(args.resolve))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,16 @@
 end of every ``deeprun -m`` sweep) reads the run folders below each DIR (the files described in the
 README's "The run folder") and writes into DIR:
 
-- ``sweep_summary.csv``  one row per job (:data:`COLUMNS`); missing values are empty cells
-- ``sweep_summary.md``   the same as a GitHub Markdown table (missing values "–")
-- ``sweep_learning_curves.png``  val loss (train loss dashed) and val accuracy per epoch, every job
-- ``sweep_final_metrics.png``    final val accuracy and test accuracy per job
+- ``sweep_summary.csv``  one row per job: ``job``, one column per swept field, then :data:`COLUMNS`;
+  missing values are empty cells
+- ``sweep_summary.md``   the same as a GitHub Markdown table (missing values "–"), then, when the runs
+  are grouped (:mod:`deeprun.reports.groups`: over seeds, or ``--group-by``), the grouped table: one row
+  per group, mean ± std of each metric and the count
+- ``sweep_groups.csv``   the grouped table with each metric's mean, std, min and max (grouped runs only)
+- ``sweep_learning_curves.png``  val loss (train loss dashed) and val accuracy per epoch, every job; for
+  grouped runs each group's mean curve with its min–max band
+- ``sweep_final_metrics.png``    final val accuracy and test accuracy per job (per group: the mean,
+  the std as an error bar)
 
 A run folder is a directory holding ``summary.json`` (a finished run) or ``.hydra/`` (a job that started;
 without a summary it never finished: status ``incomplete`` when it recorded epochs, ``missing`` when not).
@@ -24,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from deeprun.files import write_figure, write_text
+from deeprun.reports.groups import GROUP_METRICS, Group, field_value, group_fields, group_rows, group_runs, swept_fields
 from deeprun.runs.records import COLUMNS, NoRunsError, RunRecord, collect_runs
 
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_MD = "sweep_summary.md"
+GROUPS_CSV = "sweep_groups.csv"
 CURVES_PNG = "sweep_learning_curves.png"
 FINAL_PNG = "sweep_final_metrics.png"
 
@@ -100,10 +108,12 @@ def _md_cell(column: str, value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown_table(runs: Sequence[RunRecord], title: str = "Sweep summary") -> str:
-    """A title line, a line naming the shared overrides, and a GitHub table, one row per job."""
+def markdown_table(runs: Sequence[RunRecord], title: str = "Sweep summary", groups: Sequence[Group] = ()) -> str:
+    """A title line, a line naming the shared overrides, a GitHub table with one row per job (a column
+    per swept field) and, for grouped runs, the grouped table."""
     common = common_overrides(runs)
-    columns = [c for c in COLUMNS if c in _MD_HEADERS]
+    swept = swept_fields(runs)
+    columns = [c for c in COLUMNS if c in _MD_HEADERS and c != "overrides"]
     lines = [f"# {title}", ""]
     counts: dict[str, int] = {}
     for run in runs:
@@ -112,29 +122,68 @@ def markdown_table(runs: Sequence[RunRecord], title: str = "Sweep summary") -> s
     lines.append(f"{len(runs)} job{'s' if len(runs) != 1 else ''} ({status_text}).")
     if common:
         lines.append(f"Overrides common to every job: `{' '.join(common)}`.")
+    elif len(runs) == 1 and runs[0].overrides:
+        lines.append(f"Overrides: `{runs[0].overrides}`.")
     lines.append("")
-    lines.append("| " + " | ".join(_MD_HEADERS[c] for c in columns) + " |")
-    lines.append("|" + "|".join("---" if c in ("overrides", "status") else "---:" for c in columns) + "|")
+    headers = [_MD_HEADERS["job"], *swept, *(_MD_HEADERS[c] for c in columns[1:])]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" if h in ("job", "status", *swept) else "---:" for h in headers) + "|")
     for run in runs:
-        cells = []
-        for column in columns:
-            if column == "overrides":
-                value = varying_overrides(run, common) if common else run.overrides
-            elif column == "status" and run.status == "diverged" and run.value("diverged_epoch") is not None:
+        cells = [_md_cell("job", run.job), *(_md_cell(f, _field_text(field_value(run, f))) for f in swept)]
+        for column in columns[1:]:
+            if column == "status" and run.status == "diverged" and run.value("diverged_epoch") is not None:
                 value = f"diverged (epoch {run.value('diverged_epoch')})"
             else:
                 value = run.value(column)
             cells.append(_md_cell(column, value))
         lines.append("| " + " | ".join(cells) + " |")
+    if groups:
+        lines += ["", *grouped_markdown(groups)]
     return "\n".join(lines) + "\n"
 
 
+def grouped_markdown(groups: Sequence[Group]) -> list[str]:
+    """The grouped table: a group's fields, its run count and mean ± std of each metric."""
+    fields = list(groups[0].key)
+    metrics = [m for m in GROUP_METRICS if m != "epochs_completed"]
+    over = "every field but trainer.seed" if not fields else ", ".join(fields)
+    lines = [f"## Grouped by {over}: mean ± std over each group's runs", ""]
+    headers = [*fields, "runs", *(_MD_HEADERS[m] for m in metrics)]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" if h in fields else "---:" for h in headers) + "|")
+    for _group, row in zip(groups, group_rows(groups), strict=True):
+        cells = [_md_cell(f, row[f]) for f in fields] + [str(row["runs"])]
+        for metric in metrics:
+            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            cells.append(_MISSING_MD if mean is None else f"{mean:.4f} ± {std:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _field_text(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return "[" + ",".join(str(item) for item in value) + "]"
+    return value
+
+
 def csv_text(runs: Sequence[RunRecord]) -> str:
+    swept = swept_fields(runs)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(["job", *swept, *COLUMNS[1:]])
     for run in runs:
-        writer.writerow([_csv_cell(run.value(column)) for column in COLUMNS])
+        fields = [_csv_cell(_field_text(field_value(run, f))) for f in swept]
+        writer.writerow([run.job, *fields, *(_csv_cell(run.value(column)) for column in COLUMNS[1:])])
+    return buffer.getvalue()
+
+
+def groups_csv_text(groups: Sequence[Group]) -> str:
+    rows = group_rows(groups)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(rows[0]))
+    for row in rows:
+        writer.writerow([_csv_cell(value) for value in row.values()])
     return buffer.getvalue()
 
 
@@ -187,35 +236,56 @@ def _title(folder: Path, runs: Sequence[RunRecord]) -> str:
     return title
 
 
-def plot_sweep_learning_curves(runs: Sequence[RunRecord], path: Path, title: str = "") -> Path:
-    """Two panels: validation loss (train loss dashed) and validation accuracy per epoch, every job."""
+def _series(group: Group, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs and the mean, min and max of ``key`` over the group's runs at each epoch (the runs that
+    reached it; non-finite values as NaN)."""
+    length = max(len(run.metrics) for run in group.runs)
+    epochs, mean, low, high = [], [], [], []
+    for index in range(length):
+        values = [v for run in group.runs if index < len(run.metrics) for v in _finite([run.metrics[index].get(key)])]
+        finite = [v for v in values if math.isfinite(v)]
+        epochs.append(index + 1)
+        mean.append(sum(finite) / len(finite) if finite else math.nan)
+        low.append(min(finite) if finite else math.nan)
+        high.append(max(finite) if finite else math.nan)
+    return epochs, mean, low, high
+
+
+def plot_sweep_learning_curves(
+    runs: Sequence[RunRecord], path: Path, title: str = "", groups: Sequence[Group] = ()
+) -> Path:
+    """Two panels: validation loss (train loss dashed) and validation accuracy per epoch, every job; for
+    grouped runs each group's mean curve and its min–max band."""
     from matplotlib.figure import Figure
 
     import deeprun.runs.plots  # noqa: F401  (selects the Agg backend)
 
-    n = len(runs)
-    labels = run_labels(runs)
-    colors = _colors(n)
+    series = [group for group in groups if any(run.metrics for run in group.runs)] or [
+        Group({}, [run]) for run in runs if run.metrics
+    ]
+    labels = [f"{g.label} (n={len(g.runs)})" for g in series] if groups else run_labels([g.runs[0] for g in series])
+    colors = _colors(len(series))
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
     marker = "o" if max((len(r.metrics) for r in runs), default=0) <= 30 else None
     loss_values: list[float] = []
     plotted = 0
-    for run, label, color in zip(runs, labels, colors, strict=True):
-        if not run.metrics:
-            continue
+    for group, label, color in zip(series, labels, colors, strict=True):
         plotted += 1
-        epochs = [record.get("epoch", i + 1) for i, record in enumerate(run.metrics)]
-        val_loss = _finite([record.get("val/loss") for record in run.metrics])
-        train_loss = _finite([record.get("train/loss") for record in run.metrics])
-        val_acc = _finite([record.get("val/accuracy") for record in run.metrics])
-        loss_values += val_loss + train_loss
-        suffix = f" [{run.status}]" if run.status not in ("completed", "stopped_early") else ""
+        status = group.runs[0].status
+        suffix = f" [{status}]" if len(group.runs) == 1 and status not in ("completed", "stopped_early") else ""
+        epochs, val_loss, low_loss, high_loss = _series(group, "val/loss")
+        _, train_loss, _, _ = _series(group, "train/loss")
+        _, val_acc, low_acc, high_acc = _series(group, "val/accuracy")
+        loss_values += [v for v in (*val_loss, *train_loss) if math.isfinite(v)]
         axes[0].plot(
             epochs, val_loss, "-", color=color, marker=marker, markersize=3, linewidth=1.5, label=label + suffix
         )
         axes[0].plot(epochs, train_loss, "--", color=color, linewidth=1, alpha=0.7)
         axes[1].plot(epochs, val_acc, "-", color=color, marker=marker, markersize=3, linewidth=1.5)
+        if len(group.runs) > 1:
+            axes[0].fill_between(epochs, low_loss, high_loss, color=color, alpha=0.2, linewidth=0)
+            axes[1].fill_between(epochs, low_acc, high_acc, color=color, alpha=0.2, linewidth=0)
     for ax, ylabel in zip(axes, ("loss (val solid, train dashed)", "val accuracy"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -243,29 +313,36 @@ def plot_sweep_learning_curves(runs: Sequence[RunRecord], path: Path, title: str
     return write_figure(fig, path, bbox_inches="tight")
 
 
-def plot_sweep_final_metrics(runs: Sequence[RunRecord], path: Path, title: str = "") -> Path:
-    """Horizontal bars per job: final validation accuracy and test accuracy (values printed at the ends)."""
+def plot_sweep_final_metrics(
+    runs: Sequence[RunRecord], path: Path, title: str = "", groups: Sequence[Group] = ()
+) -> Path:
+    """Horizontal bars per job (per group: the mean, the std as an error bar): final validation accuracy
+    and test accuracy (values printed at the ends)."""
     import numpy as np
     from matplotlib.figure import Figure
 
     import deeprun.runs.plots  # noqa: F401
 
-    n = len(runs)
-    labels = run_labels(runs, width=56)
-    val = _finite([run.value("final_val_accuracy") for run in runs])
-    test = _finite([run.value("test_accuracy") for run in runs])
+    series = list(groups) or [Group({}, [run]) for run in runs]
+    n = len(series)
+    labels = [f"{g.label} (n={len(g.runs)})" for g in series] if groups else run_labels(runs, width=56)
+    stats = [(g.statistics("final_val_accuracy"), g.statistics("test_accuracy")) for g in series]
+    val = [math.nan if v["mean"] is None else v["mean"] for v, _ in stats]
+    test = [math.nan if t["mean"] is None else t["mean"] for _, t in stats]
+    errors = [[v["std"] or 0.0 for v, _ in stats], [t["std"] or 0.0 for _, t in stats]] if groups else [None, None]
     fontsize = 8 if n <= 15 else 7
-    unfinished = [run.status not in ("completed", "stopped_early") for run in runs]
+    unfinished = [len(g.runs) == 1 and g.runs[0].status not in ("completed", "stopped_early") for g in series]
     tick_labels = [
-        f"{label} [{run.status}]" if flag else label for label, run, flag in zip(labels, runs, unfinished, strict=True)
+        f"{label} [{g.runs[0].status}]" if flag else label
+        for label, g, flag in zip(labels, series, unfinished, strict=True)
     ]
     label_width = 0.075 * (fontsize + 1) / 9 * max(len(label) for label in tick_labels)  # inches
     fig = Figure(figsize=(7 + label_width, max(2.8, 0.42 * n + 1.6)))
     ax = fig.subplots()
     y = np.arange(n)
     height = 0.38
-    ax.barh(y - height / 2, np.nan_to_num(val), height, label="final val accuracy", color="tab:blue")
-    ax.barh(y + height / 2, np.nan_to_num(test), height, label="test accuracy", color="tab:orange")
+    ax.barh(y - height / 2, np.nan_to_num(val), height, xerr=errors[0], label="final val accuracy", color="tab:blue")
+    ax.barh(y + height / 2, np.nan_to_num(test), height, xerr=errors[1], label="test accuracy", color="tab:orange")
     for i in range(n):
         for offset, value in ((-height / 2, val[i]), (height / 2, test[i])):
             if math.isfinite(value):
@@ -285,17 +362,25 @@ def plot_sweep_final_metrics(runs: Sequence[RunRecord], path: Path, title: str =
     return write_figure(fig, path, bbox_inches="tight")
 
 
-def write_sweep_summary(folder: Path, figures: bool = True) -> tuple[Path, Path]:
-    """Write ``sweep_summary.csv``, ``sweep_summary.md`` and (``figures``) the two comparison PNGs into
-    ``folder``; returns (csv path, md path). Raises :class:`NoRunsError` when there is no run below it."""
+def write_sweep_summary(folder: Path, figures: bool = True, group_by: Sequence[str] | None = None) -> tuple[Path, Path]:
+    """Write ``sweep_summary.csv``, ``sweep_summary.md``, for grouped runs ``sweep_groups.csv``, and
+    (``figures``) the two comparison PNGs into ``folder``; returns (csv path, md path). ``group_by``: the
+    fields to group by (None: over seeds, when the seed is swept). Raises :class:`NoRunsError` when
+    there is no run below it."""
     folder = Path(folder)
     runs = collect_runs(folder)
     if not runs:
         raise NoRunsError(f"no runs in {folder} (no folder with summary.json or .hydra/)")
+    fields = group_fields(runs, group_by)
+    groups = group_runs(runs, fields) if fields is not None else []
     csv_path = write_text(folder / SUMMARY_CSV, csv_text(runs))
-    md_path = write_text(folder / SUMMARY_MD, markdown_table(runs, f"Sweep summary: {folder.name}"))
+    md_path = write_text(folder / SUMMARY_MD, markdown_table(runs, f"Sweep summary: {folder.name}", groups))
+    if groups:
+        write_text(folder / GROUPS_CSV, groups_csv_text(groups))
+    else:  # an earlier grouping's table would no longer match
+        (folder / GROUPS_CSV).unlink(missing_ok=True)
     if figures:
         title = _title(folder, runs)
-        plot_sweep_learning_curves(runs, folder / CURVES_PNG, title)
-        plot_sweep_final_metrics(runs, folder / FINAL_PNG, title)
+        plot_sweep_learning_curves(runs, folder / CURVES_PNG, title, groups)
+        plot_sweep_final_metrics(runs, folder / FINAL_PNG, title, groups)
     return csv_path, md_path

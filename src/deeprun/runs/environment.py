@@ -41,9 +41,9 @@ def process_environment() -> dict[str, Any]:
 
 def dependency_versions() -> dict[str, str]:
     """deeprun's, Python's and those of every installed dependency of deeprun (from its metadata)."""
-    import deeprun
+    from deeprun.version import __version__
 
-    versions = {"deeprun": deeprun.__version__, "python": platform.python_version()}
+    versions = {"deeprun": __version__, "python": platform.python_version()}
     try:
         requirements = metadata.requires("deeprun") or []
     except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
@@ -81,16 +81,27 @@ def source_revision() -> dict[str, Any] | None:
         return None
 
 
+_COMMAND_LINE: list[str] = []
+
+
+def record_command_line(argv: list[str]) -> None:
+    """The command line as the user typed it (before deeprun rewrote its overrides for Hydra)."""
+    _COMMAND_LINE[:] = argv
+
+
 def environment() -> dict[str, Any]:
     """Versions of deeprun and every dependency, the source revision (a checkout's commit and dirty
-    flag), the command line, device and process (pid, host, CPUs, the XLA/CUDA variables set)."""
+    flag), the plugins loaded, the command line, device and process (pid, host, CPUs, the XLA/CUDA variables set)."""
     import jax
+
+    from deeprun.plugins import loaded
 
     device = jax.devices()[0]
     return {
         "versions": dependency_versions(),
+        "plugins": loaded(),
         "source": source_revision(),
-        "command": list(sys.argv),
+        "command": list(_COMMAND_LINE or sys.argv),
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
         "process": process_environment(),
     }

@@ -237,6 +237,33 @@ def write_export(
     return manifest
 
 
+def write_program_export(folder: Path, model, scaling, n_features: int, head: str, source: Path) -> dict[str, Any]:
+    """A model that is not an MLP (a plugin's): its float32 inference program on raw pixels, serialized
+    with ``jax.export`` (StableHLO, the batch size symbolic) into ``model.jaxexport``, + ``manifest.json``."""
+    from deeprun.files import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    predict = jax.jit(unfolded_predictor(model, scaling))
+    batch = jax.export.symbolic_shape("batch")[0]
+    program = jax.export.export(predict)(jax.ShapeDtypeStruct((batch, n_features), jnp.float32))
+    with atomic_open(folder / PROGRAM_FILE, "wb") as file:
+        file.write(program.serialize())
+    manifest = {
+        "format": FORMAT,
+        "kind": "program",
+        "source": str(source),
+        "precision": "float32",
+        "input": "raw pixel values (0-255), flattened; the run's scaling is part of the program",
+        "head": head,
+        "program": PROGRAM_FILE,
+    }
+    write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+PROGRAM_FILE = "model.jaxexport"
+
+
 def load_export(folder: Path) -> tuple[Callable, dict[str, Any]]:
     """The exported model's ``predict(pixels) -> logits`` and its manifest, from ``folder`` alone."""
     from deeprun.techniques.activations import ACTIVATIONS
@@ -244,6 +271,9 @@ def load_export(folder: Path) -> tuple[Callable, dict[str, Any]]:
     manifest = json.loads((Path(folder) / "manifest.json").read_text())
     if manifest.get("format") != FORMAT:
         raise ConfigError(f"{folder} is not a deeprun export (format {manifest.get('format')!r})")
+    if manifest.get("kind") == "program":
+        program = jax.export.deserialize(bytearray((Path(folder) / manifest["program"]).read_bytes()))
+        return program.call, manifest
     precision = manifest["precision"]
     with np.load(Path(folder) / "model.npz") as arrays:
         layers = [
@@ -309,23 +339,34 @@ def export_run(run_dir: Path, options: ExportOptions) -> dict[str, Any]:
     """Fold, export (``options.precision``), check every precision on the test split, time them."""
 
     from deeprun.files import write_json
+    from deeprun.models import MLP
     from deeprun.runs.folder import environment
     from deeprun.runs.loading import load_run
 
     run = load_run(run_dir)
     dataset = run.settings.data.load()
     model = run.model()
-    layers = fold_model(model, dataset.scaling)
-    activation_config = plain_mapping(run.path / ".hydra" / "config.yaml", resolve=False)["activation"]
     folder = run.path / "export"
-    write_export(folder, layers, activation_config, run.settings.model.head, options.precision, run.path.resolve())
-
-    variants = {
-        "unfolded float32": unfolded_predictor(model, dataset.scaling),
-        **{f"folded {p}": predictor(layers, run.settings.activation, p) for p in PRECISIONS},
-    }
+    variants = {"unfolded float32": unfolded_predictor(model, dataset.scaling)}
+    if isinstance(model, MLP):
+        layers = fold_model(model, dataset.scaling)
+        activation_config = plain_mapping(run.path / ".hydra" / "config.yaml", resolve=False)["activation"]
+        write_export(folder, layers, activation_config, run.settings.model.head, options.precision, run.path.resolve())
+        variants |= {f"folded {p}": predictor(layers, run.settings.activation, p) for p in PRECISIONS}
+        label = f"folded {options.precision}"
+    else:
+        require(
+            options.precision == "float32",
+            "precision",
+            "must be float32 for a model that is not an MLP",
+            options.precision,
+        )
+        write_program_export(
+            folder, model, dataset.scaling, run.n_features, run.settings.model.head, run.path.resolve()
+        )
+        label = "exported program float32"
     exported, _ = load_export(folder)
-    variants[f"folded {options.precision}"] = exported  # the exported files themselves, not the arrays in memory
+    variants[label] = exported  # the exported files themselves, not the arrays in memory
     unfolded = variants["unfolded float32"]
     pixels_test = dataset.pixels_test.astype(np.float32)
     reference = np.asarray(unfolded(pixels_test))

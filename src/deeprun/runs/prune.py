@@ -36,16 +36,10 @@ def prune_kernel(kernel: jnp.ndarray, threshold: float) -> jnp.ndarray:
     return jnp.where(jnp.abs(kernel) < threshold, 0.0, kernel).astype(kernel.dtype)
 
 
-def dense_layers(model) -> list[tuple[str, Any]]:
-    """The model's Dense layers by name: ``hidden_1`` … ``hidden_n`` and ``output``."""
-    hidden = [(f"hidden_{i}", block.dense) for i, block in enumerate(model.blocks, start=1)]
-    return [*hidden, ("output", model.output)]
-
-
 def prune_model(model, threshold: float) -> list[dict[str, Any]]:
     """Zero ``model``'s small kernel weights in place; one record per Dense layer."""
     layers = []
-    for name, dense in dense_layers(model):
+    for name, dense in model.kernel_layers():
         kernel = dense.kernel[...]
         pruned = prune_kernel(kernel, threshold)
         dense.kernel[...] = pruned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -100,6 +101,60 @@ class RunRecord:
     def row(self) -> dict[str, Any]:
         return {column: self.value(column) for column in COLUMNS}
 
+    @functools.cached_property
+    def config(self) -> dict[str, Any]:
+        """The run's saved config flattened to dotted fields (``optimizer.learning_rate``; lists as
+        tuples, so they can be grouped by); {} when it has none or it cannot be read."""
+        import yaml
+
+        try:
+            config = yaml.safe_load((self.path / ".hydra" / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return flatten(config) if isinstance(config, dict) else {}
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"name": "adam", "betas": [1, 2]}}`` → ``{"optimizer.name": "adam", "optimizer.betas": (1, 2)}``;
+    an empty mapping stays a field (``regularizer: {}`` → ``"regularizer": "{}"``)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        elif isinstance(value, dict):
+            flat[name] = "{}"
+        elif isinstance(value, list):
+            flat[name] = tuple(_hashable(item) for item in value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def run_table_row(record: RunRecord) -> dict[str, Any]:
+    """One run as a table row: where it is, how it ended, its config fields and its metrics."""
+    summary = record.summary or {}
+    row: dict[str, Any] = {
+        "path": str(record.path),
+        "job": record.job,
+        "status": record.status,
+        "epochs_completed": record.epochs_completed,
+    }
+    row |= record.config
+    row |= {f"final.{key}": value for key, value in record.final.items() if key not in ("epoch", "step")}
+    row |= {f"best.{key}": value for key, value in record.best.items()}
+    row |= {f"test.{key}": value for key, value in record.test.items()}
+    row |= {key: summary.get(key) for key in ("best_epoch", "steady_epoch_time_s", "wall_time_s")}
+    return row
+
 
 # --------------------------------------------------------------------------------------------------
 # Reading
@@ -107,7 +162,19 @@ class RunRecord:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return (path / "summary.json").is_file() or (path / ".hydra").is_dir()
+    """A training run's folder: ``summary.json``, or ``.hydra/`` whose config is a training run's (not
+    ``deeprun-lr-finder``'s or ``-signal``'s, nor a ``deeprun-tune`` study's, whose trials are below it)."""
+    if (path / "summary.json").is_file():
+        return True
+    if not (path / ".hydra").is_dir():
+        return False
+    import yaml
+
+    try:
+        config = yaml.safe_load((path / ".hydra" / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return True  # stopped while Hydra wrote it: a run that never started
+    return not isinstance(config, dict) or ("trainer" in config and not {"lr_finder", "tune"} & set(config))
 
 
 def _sort_key(relative: Path) -> tuple:
@@ -135,6 +202,8 @@ def _find_run_folders(folder: Path) -> list[Path]:
 
 
 def _read_overrides(path: Path) -> str:
+    """The job's overrides as the user wrote them (without the ``++`` deeprun adds to a field override,
+    see ``deeprun.commands.common.field_overrides``)."""
     file = path / ".hydra" / "overrides.yaml"
     if not file.is_file():
         return ""
@@ -145,7 +214,7 @@ def _read_overrides(path: Path) -> str:
     except (yaml.YAMLError, OSError):
         return ""
     if isinstance(overrides, list):
-        return " ".join(str(item) for item in overrides)
+        return " ".join(str(item).removeprefix("++") for item in overrides)
     return "" if overrides is None else str(overrides)
 
 

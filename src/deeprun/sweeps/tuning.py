@@ -100,7 +100,10 @@ class _Reporter:
         def metrics(record):
             return None if record is None else {k: v for k, v in record.items() if "/" in k}
 
+        from deeprun.runs.folder import SUMMARY_SCHEMA_VERSION
+
         return {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
             "name": name,
             "status": "pruned",
             "epochs_completed": self.epochs,
@@ -167,7 +170,7 @@ def run_trial(
 
     from deeprun.files import write_json
     from deeprun.runs.folder import RunFolder, write_failure
-    from deeprun.settings import settings_from_config
+    from deeprun.settings import complete_config, settings_from_config
     from deeprun.training.loop import fit
 
     groups, fields = sample(options.space, trial)
@@ -179,7 +182,7 @@ def run_trial(
         _write_hydra_files(run_dir, None, overrides)
         write_failure(run_dir, f"trial {trial.number}", error)
         return Outcome("invalid", error=str(error))
-    _write_hydra_files(run_dir, config, overrides)
+    _write_hydra_files(run_dir, complete_config(config), overrides)
     folder = RunFolder(run_dir)
     reporter = _Reporter(trial, options.metric, options.optuna_direction == "maximize")
     log = settings.logger.open(run_dir, config)

@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from deeprun.data.base import PixelScaling
-from deeprun.models import MLP
+from deeprun.models import Network
 from deeprun.techniques.precision import LossScale
 from deeprun.techniques.regularizers import Regularization
 from deeprun.techniques.schedules import Schedule
@@ -93,7 +93,7 @@ class TrainResult:
     trace_time_s: float
     compile_time_s: float
     steady_epoch_time_s: float | None
-    model: MLP
+    model: Network
     state: TrainState
     data: dict[str, Any]
     diverged_epoch: int | None = None

@@ -37,7 +37,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from deeprun.data.base import PixelScaling
-from deeprun.models import MLP
+from deeprun.models import Network
 from deeprun.settings import Settings
 from deeprun.techniques.optimizers import learning_rate_of, with_hyperparams
 from deeprun.techniques.precision import LossScale, adjust_loss_scale, all_finite, compute_dtype, unscale, where_finite
@@ -97,12 +97,11 @@ def training_devices(count: int | str) -> list[jax.Device]:
 
 def build_model(
     settings: Settings, n_features: int, n_classes: int, dtype: jnp.dtype | None = None, key: jax.Array | None = None
-) -> MLP:
+) -> Network:
     """The model of ``settings``, initialised from ``key`` (None: ``trainer.seed``'s, the same key as
     ``jax.random.key(seed)``); ``dtype``: its compute dtype (None: float32; training uses
     ``trainer.precision``'s, a loaded run's inference model float32)."""
-    return MLP(
-        settings.model,
+    return settings.model.build(
         n_features,
         n_classes,
         settings.initializer,
@@ -204,7 +203,7 @@ class Trainer:
             return batch
         return jax.lax.with_sharding_constraint(batch, NamedSharding(self.mesh, PartitionSpec("data")))
 
-    def _merge(self, params: nnx.State, batch_stats: nnx.State) -> MLP:
+    def _merge(self, params: nnx.State, batch_stats: nnx.State) -> Network:
         # copy=True: fresh Variables in the current trace, so BN can update them under jax.grad/scan.
         return nnx.merge(self.graphdef, params, batch_stats, copy=True)
 
@@ -362,7 +361,8 @@ class Trainer:
     def trainable_mask(self, phase) -> nnx.State:
         """1.0 for each trained parameter tensor, 0.0 for the layers a ``freeze: reused`` phase fixes."""
         abstract = nnx.eval_shape(lambda: build_model(self.settings, self.n_features, self.n_classes))
-        frozen = reused_layer_names(self.settings.model, len(abstract.blocks)) if phase.freeze == "reused" else set()
+        blocks = len(getattr(abstract, "blocks", ()))  # the MLPs reuse hidden blocks (transfer learning)
+        frozen = reused_layer_names(self.settings.model, blocks) if phase.freeze == "reused" else set()
         params = nnx.state(abstract, nnx.Param)
         return jax.tree_util.tree_map_with_path(lambda path, _: jnp.float32(layer_of(path) not in frozen), params)
 
@@ -373,7 +373,7 @@ class Trainer:
         metrics = self.evaluate_fn(state.params, state.batch_stats, regularization, scaling, pixels, y)
         return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
-    def model(self, state: TrainState) -> MLP:
+    def model(self, state: TrainState) -> Network:
         return nnx.merge(self.graphdef, state.params, state.batch_stats, copy=True)
 
 
