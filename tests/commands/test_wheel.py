@@ -35,6 +35,8 @@ def test_the_wheel_holds_the_configs(wheel):
     assert "deeprun/conf/config.yaml" in names
     assert "deeprun/conf/optimizer/nadam.yaml" in names and "deeprun/conf/hydra/launcher/fused.yaml" in names
     assert "hydra_plugins/deeprun_launcher/fused_launcher.py" in names
+    assert "hydra_plugins/deeprun_launcher/plugin_configs.py" in names
+    assert "deeprun/runs/summary.schema.json" in names
     assert not [name for name in names if name.startswith(("tests/", "benchmarks/", "src/"))]
 
 

@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] in ("-h", "--help"):
         print(__doc__)
         sys.exit(ExitCode.OK)
+    from deeprun.plugins import load_plugins
+
     try:
+        load_plugins()  # the installed plugins' options are listed too
         listing = catalog(args)
     except ConfigError as error:
         fail(str(error), program="deeprun-list")

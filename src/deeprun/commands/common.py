@@ -114,17 +114,31 @@ def stop_on_interrupt() -> Iterator[StopRequest]:
         _restore(previous)
 
 
-def run_hydra_app(app: Callable[[], Any], program: str) -> None:
-    """Run a ``@hydra.main`` app. Errors Hydra finds before a job starts (an unknown option, a malformed
-    override, an output folder it cannot create) end like deeprun's own: one ``PROGRAM: error:`` line,
-    exit 2. ``JOB.started`` (set by the app once Hydra hands it a job) tells later OSErrors apart.
-    SIGINT or SIGTERM outside training ends with one line and exit 130 or 143; what the command had
-    made and not yet written into is removed."""
+def run_hydra_app(
+    app: Callable[[], Any], program: str, show: Callable[[list[str]], str | None] | None = None
+) -> None:
+    """Run a ``@hydra.main`` app on the command line's overrides as :func:`field_overrides` rewrites
+    them (the line as typed is what ``summary.json`` records). ``show``: a config to print instead of
+    running (``deeprun --cfg job``), or None. Errors Hydra finds before a job starts (an unknown option,
+    a malformed override, an output folder it cannot create) end like deeprun's own: one ``PROGRAM:
+    error:`` line, exit 2. ``JOB.started`` (set by the app once Hydra hands it a job) tells later
+    OSErrors apart. SIGINT or SIGTERM outside training ends with one line and exit 130 or 143; what the
+    command had made and not yet written into is removed."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from deeprun.runs.environment import record_command_line
     from deeprun.runs.ownership import release_all
 
+    record_command_line(sys.argv)
+    try:
+        sys.argv[1:] = field_overrides(sys.argv[1:])
+        shown = show(sys.argv[1:]) if show is not None else None
+    except ConfigError as error:
+        fail(str(error), program=program)
+    if shown is not None:
+        print(shown, end="")
+        return
     quiet_launcher_schema_warning()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors here instead of printing them itself
     JOB.started, JOB.signal, JOB.folder = False, signal.SIGINT, None
@@ -161,16 +175,19 @@ def field_overrides(tokens: Sequence[str]) -> list[str]:
     options becomes ``++group.field=value`` (set, or add when the selected option's YAML leaves it out:
     the option's schema has it). A typo stays as written, for Hydra's "no such field" line. Deleting a
     field (``~trainer.early_stopping``) is an error: every field has a value, which an override sets.
-    The plugins an override names are imported first, so their options' fields are known."""
+    The plugins (installed, and those ``plugins=`` names) are imported first, so their options' fields
+    are known."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from deeprun.plugins import load_plugins
     from deeprun.settings import is_option_field
 
+    named: list[str] = []
     for token in tokens:
         if token.startswith("plugins="):
             value = OverridesParser.create().parse_overrides([token])[0].value()
-            load_plugins([str(name) for name in value] if isinstance(value, list) else [str(value)])
+            named = [str(name) for name in value] if isinstance(value, list) else [str(value)]
+    load_plugins(named)  # and the installed ones (entry points)
     result = []
     for token in tokens:
         key, sep, _ = token.partition("=")

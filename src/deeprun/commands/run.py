@@ -20,14 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from deeprun.commands.common import (
-    JOB,
-    composition_message,
-    fail,
-    field_overrides,
-    run_hydra_app,
-    stop_on_interrupt,
-)
+from deeprun.commands.common import JOB, composition_message, fail, run_hydra_app, stop_on_interrupt
 from deeprun.exit_codes import ExitCode, for_signal
 from deeprun.registry import ConfigError, plain_mapping
 from deeprun.settings import CONFIG_DIR
@@ -298,18 +291,7 @@ def fail_to_write(run_dir: Path, name: str, error: OSError) -> None:
 
 def main() -> None:
     """``deeprun``: ``--cfg job`` validates the config and prints it in full; otherwise Hydra's app."""
-    from deeprun.runs.environment import record_command_line
-
-    record_command_line(sys.argv)
-    try:
-        sys.argv[1:] = field_overrides(sys.argv[1:])
-        show = shown_config(sys.argv[1:])
-    except ConfigError as error:
-        fail(str(error))
-    if show is not None:
-        print(show, end="")
-        return
-    run_hydra_app(_hydra_main, "deeprun")
+    run_hydra_app(_hydra_main, "deeprun", show=shown_config)
 
 
 def shown_config(argv: list[str]) -> str | None:
