@@ -11,6 +11,7 @@ from pathlib import Path
 from deeprun.commands.run import main as deeprun_main
 from deeprun.data import DATASETS
 from deeprun.runs.folder import SUMMARY_SCHEMA_VERSION
+from deeprun.runs.records import collect_runs
 from helpers.commands import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +70,4 @@ def test_every_kind_of_summary_follows_the_json_schema(tmp_path):
         statuses.add(summary["status"])
     assert {"completed", "diverged", "failed"} <= statuses, statuses
     assert len(summaries) == 2 + 2 + 3
+    assert [run.job for run in collect_runs(tmp_path / "study")] == ["trials/0", "trials/1", "trials/2"]
