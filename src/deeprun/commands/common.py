@@ -114,9 +114,7 @@ def stop_on_interrupt() -> Iterator[StopRequest]:
         _restore(previous)
 
 
-def run_hydra_app(
-    app: Callable[[], Any], program: str, show: Callable[[list[str]], str | None] | None = None
-) -> None:
+def run_hydra_app(app: Callable[[], Any], program: str, show: Callable[[list[str]], str | None] | None = None) -> None:
     """Run a ``@hydra.main`` app on the command line's overrides as :func:`field_overrides` rewrites
     them (the line as typed is what ``summary.json`` records). ``show``: a config to print instead of
     running (``deeprun --cfg job``), or None. Errors Hydra finds before a job starts (an unknown option,
