@@ -67,6 +67,10 @@ clean: ## Remove outputs, caches and the virtual environment
 
 # ----- Chapter 11 experiments: each writes outputs/ch11/<experiment>/<time>/ with REPORT.md ---------
 CH11_TIME = $(shell date +%Y-%m-%d_%H-%M-%S)
+# Every ch11 target trains each of its runs once per seed (fused where it can); `make ch11 SEEDS=42`: one seed.
+SEEDS    ?= 42,43,44
+comma    := ,
+SEED_LIST = $(subst $(comma), ,$(SEEDS))
 DEEPRUN   = $(BIN)/deeprun
 REPORT    = $(BIN)/deeprun-report --book
 .PHONY: ch11-docs ch11 ch11-transfer ch11-figures ch11-clipping ch11-alpha-dropout ch11-cifar10 ch11-batchnorm ch11-optimizers ch11-schedules ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ch11-default-tables
@@ -75,38 +79,38 @@ ch11: ch11-figures ch11-selu-vs-relu ch11-batchnorm ch11-clipping ch11-transfer 
 
 ch11-batchnorm: install ## BN after vs before the activation, SGD, 2 epochs (params in sweep_summary); REPORT.md
 	$(eval OUT := outputs/ch11/batchnorm/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_batchnorm hydra.sweep.dir=$(OUT)
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_batchnorm hydra.sweep.dir=$(OUT)
 	$(REPORT) batchnorm $(OUT)
 
 ch11-optimizers: install ## The chapter's optimizers, 10 epochs each, same init; loss curves; REPORT.md
 	$(eval OUT := outputs/ch11/optimizers/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_optimizers hydra.sweep.dir=$(OUT)/main
-	$(DEEPRUN) -m experiment=ch11_optimizers optimizer=adamw optimizer.weight_decay=0.01 hydra.sweep.dir=$(OUT)/adamw
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_optimizers hydra.sweep.dir=$(OUT)/main
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_optimizers optimizer=adamw optimizer.weight_decay=0.01 hydra.sweep.dir=$(OUT)/adamw
 	$(BIN)/python -m deeprun.commands.figures optimizers $(OUT)
 	$(REPORT) optimizers $(OUT)
 
 ch11-schedules: install ## Exponential (per epoch, per step), piecewise + Nadam, performance; 25 epochs; REPORT.md
 	$(eval OUT := outputs/ch11/schedules/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_schedules optimizer=sgd schedule=exponential schedule.unit=epoch schedule.decay_steps=20 hydra.sweep.dir=$(OUT)/exponential_epoch
-	$(DEEPRUN) -m experiment=ch11_schedules optimizer=sgd schedule=exponential schedule.unit=step schedule.decay_steps=42975 hydra.sweep.dir=$(OUT)/exponential_step
-	$(DEEPRUN) -m experiment=ch11_schedules optimizer=nadam schedule=piecewise 'schedule.values=[0.01,0.005,0.001]' hydra.sweep.dir=$(OUT)/piecewise
-	$(DEEPRUN) -m experiment=ch11_schedules optimizer=sgd schedule=performance hydra.sweep.dir=$(OUT)/performance
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_schedules optimizer=sgd schedule=exponential schedule.unit=epoch schedule.decay_steps=20 hydra.sweep.dir=$(OUT)/exponential_epoch
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_schedules optimizer=sgd schedule=exponential schedule.unit=step schedule.decay_steps=42975 hydra.sweep.dir=$(OUT)/exponential_step
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_schedules optimizer=nadam schedule=piecewise 'schedule.values=[0.01,0.005,0.001]' hydra.sweep.dir=$(OUT)/piecewise
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_schedules optimizer=sgd schedule=performance hydra.sweep.dir=$(OUT)/performance
 	$(REPORT) schedules $(OUT)
 
 ch11-default-tables: install ## Each default-configuration table as a run, then one table row varied at a time
 	$(eval OUT := outputs/ch11/default_tables/$(CH11_TIME))
-	$(DEEPRUN) -m preset=ed2_default,ed2_self_normalizing,ed3_default,ed3_self_normalizing,ed2_early_release,ed1_default hydra.sweep.dir=$(OUT)/tables
-	$(DEEPRUN) -m preset=ed2_default optimizer=momentum,rmsprop,nadam hydra.sweep.dir=$(OUT)/ed2_default_optimizer_row
-	$(DEEPRUN) -m preset=ed3_default schedule=performance,1cycle hydra.sweep.dir=$(OUT)/ed3_default_schedule_row
-	$(DEEPRUN) -m preset=ed3_default optimizer=nesterov,adamw hydra.sweep.dir=$(OUT)/ed3_default_optimizer_row
-	$(DEEPRUN) -m preset=ed3_default model=deep_mlp model.depth=20 activation=swish normalization=none,batchnorm hydra.sweep.dir=$(OUT)/ed3_deep_normalization_row
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) preset=ed2_default,ed2_self_normalizing,ed3_default,ed3_self_normalizing,ed2_early_release,ed1_default hydra.sweep.dir=$(OUT)/tables
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) preset=ed2_default optimizer=momentum,rmsprop,nadam hydra.sweep.dir=$(OUT)/ed2_default_optimizer_row
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) preset=ed3_default schedule=performance,1cycle hydra.sweep.dir=$(OUT)/ed3_default_schedule_row
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) preset=ed3_default optimizer=nesterov,adamw hydra.sweep.dir=$(OUT)/ed3_default_optimizer_row
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) preset=ed3_default model=deep_mlp model.depth=20 activation=swish normalization=none,batchnorm hydra.sweep.dir=$(OUT)/ed3_deep_normalization_row
 	$(BIN)/deeprun-report $(OUT)
 
-ch11-transfer: install ## Model A, B from scratch and B-on-A (frozen 4 epochs, then 16) over 3 seeds; REPORT.md
-	$(eval OUT := outputs/ch11/transfer/$(CH11_TIME))
-	$(DEEPRUN) experiment=ch11_transfer data.task=A name=model_A hydra.run.dir=$(OUT)/model_A
-	$(DEEPRUN) -m experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B trainer.seed=42,43,44 hydra.sweep.dir=$(OUT)/model_B
-	$(DEEPRUN) -m experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B_on_A model.init_from=$(OUT)/model_A 'trainer.phases=[{epochs: 4, freeze: reused}, {epochs: 16}]' trainer.seed=42,43,44 hydra.sweep.dir=$(OUT)/model_B_on_A
+ch11-transfer: install ## Per seed: model A, B from scratch, and B-on-A on that seed's A (frozen 4 epochs, then 16); REPORT.md
+	$(eval OUT := $(abspath outputs/ch11/transfer/$(CH11_TIME)))
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_transfer data.task=A name=model_A hydra.sweep.dir=$(OUT)/model_A 'hydra.sweep.subdir=$${trainer.seed}'
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B hydra.sweep.dir=$(OUT)/model_B
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_transfer data.task=B data.train_limit=200 model.head=sigmoid name=model_B_on_A 'model.init_from=$(OUT)/model_A/$${trainer.seed}' 'trainer.phases=[{epochs: 4, freeze: reused}, {epochs: 16}]' hydra.sweep.dir=$(OUT)/model_B_on_A
 	$(REPORT) transfer $(OUT)
 
 ch11-figures: install ## The chapter's figures from formulas: activations (Figs 11-1..11-4), schedules, 1cycle
@@ -114,15 +118,15 @@ ch11-figures: install ## The chapter's figures from formulas: activations (Figs 
 
 ch11-clipping: install ## Gradient clipping: clip_value vs clip_norm (per tensor) vs clip_global_norm, 1 epoch each
 	$(eval OUT := outputs/ch11/clipping/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_value=1.0,null hydra.sweep.dir=$(OUT)/clip_value
-	$(DEEPRUN) -m experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_norm=1.0 hydra.sweep.dir=$(OUT)/clip_norm
-	$(DEEPRUN) -m experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_global_norm=1.0 hydra.sweep.dir=$(OUT)/clip_global_norm
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_value=1.0,null hydra.sweep.dir=$(OUT)/clip_value
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_norm=1.0 hydra.sweep.dir=$(OUT)/clip_norm
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_batchnorm normalization=none trainer.epochs=1 optimizer.clip_global_norm=1.0 hydra.sweep.dir=$(OUT)/clip_global_norm
 	$(BIN)/deeprun-report $(OUT)
 
 ch11-alpha-dropout: install ## SELU net (LeCun, standardized) with alpha dropout 0.1, then MC alpha dropout (10 passes)
 	$(eval OUT := outputs/ch11/alpha_dropout/$(CH11_TIME))
-	$(DEEPRUN) experiment=ch11_schedules optimizer=nadam optimizer.learning_rate=0.0005 schedule=constant trainer.epochs=10 initializer=lecun_normal activation=selu data.scaling=standardize regularizer=alpha_dropout hydra.run.dir=$(OUT)
-	$(BIN)/deeprun-eval $(OUT) mc_samples=10
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_schedules optimizer=nadam optimizer.learning_rate=0.0005 schedule=constant trainer.epochs=10 initializer=lecun_normal activation=selu data.scaling=standardize regularizer=alpha_dropout hydra.sweep.dir=$(OUT)
+	for run in $(OUT)/*/; do $(BIN)/deeprun-eval $$run mc_samples=10 || exit 1; done
 
 ch11-cifar10: install ## Exercise 8 on CIFAR-10 (needs the CIFAR-10 binaries: data.root, DEEPRUN_DATA or download)
 	$(eval OUT := outputs/ch11/cifar10/$(CH11_TIME))
@@ -137,30 +141,30 @@ ch11-cifar10: install ## Exercise 8 on CIFAR-10 (needs the CIFAR-10 binaries: da
 
 ch11-1cycle: install ## 1cycle, max_lr 0.1, batch 128, 25 epochs; REPORT.md
 	$(eval OUT := outputs/ch11/1cycle/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_1cycle hydra.sweep.dir=$(OUT)
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_1cycle hydra.sweep.dir=$(OUT)
 	$(REPORT) 1cycle $(OUT)
 
 ch11-regularization: install ## l2 (SGD 0.02, 2 epochs), dropout and max-norm (10 epochs); REPORT.md
 	$(eval OUT := outputs/ch11/regularization/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_regularization regularizer=l2 model.output_initializer=he_normal optimizer=sgd optimizer.learning_rate=0.02 trainer.epochs=2 hydra.sweep.dir=$(OUT)/l2
-	$(DEEPRUN) -m experiment=ch11_regularization regularizer=dropout,max_norm optimizer=momentum trainer.epochs=10 hydra.sweep.dir=$(OUT)/dropout_max_norm
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_regularization regularizer=l2 model.output_initializer=he_normal optimizer=sgd optimizer.learning_rate=0.02 trainer.epochs=2 hydra.sweep.dir=$(OUT)/l2
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_regularization regularizer=dropout,max_norm optimizer=momentum trainer.epochs=10 hydra.sweep.dir=$(OUT)/dropout_max_norm
 	$(REPORT) regularization $(OUT)
 
 ch11-selu-vs-relu: install ## 100-layer SELU vs ReLU nets, SGD 0.001, 5 epochs; REPORT.md
 	$(eval OUT := outputs/ch11/selu_vs_relu/$(CH11_TIME))
-	$(DEEPRUN) -m experiment=ch11_selu_vs_relu initializer=lecun_normal activation=selu data.scaling=standardize hydra.sweep.dir=$(OUT)/selu
-	$(DEEPRUN) -m experiment=ch11_selu_vs_relu initializer=he_normal activation=relu hydra.sweep.dir=$(OUT)/relu
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_selu_vs_relu initializer=lecun_normal activation=selu hydra.sweep.dir=$(OUT)/selu
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_selu_vs_relu initializer=he_normal activation=relu hydra.sweep.dir=$(OUT)/relu
 	$(REPORT) selu-vs-relu $(OUT)
 
 ch11-lr-finder: install ## LR finder: 1 epoch, batch 128, rate 1e-4 -> 1, loss-vs-rate plot, suggested max rate; REPORT.md
 	$(eval OUT := outputs/ch11/lr_finder/$(CH11_TIME))
-	$(BIN)/deeprun-lr-finder model.hidden=[100,100,100] activation=relu optimizer=sgd hydra.run.dir=$(OUT)
+	for seed in $(SEED_LIST); do $(BIN)/deeprun-lr-finder model.hidden=[100,100,100] activation=relu optimizer=sgd trainer.seed=$$seed hydra.run.dir=$(OUT)/$$seed || exit 1; done
 	$(REPORT) lr-finder $(OUT)
 
 ch11-mc-dropout: install ## Dropout model (10 epochs), then MC dropout with 100 passes on the test set; REPORT.md
 	$(eval OUT := outputs/ch11/mc_dropout/$(CH11_TIME))
-	$(DEEPRUN) experiment=ch11_regularization regularizer=dropout optimizer=momentum trainer.epochs=10 hydra.run.dir=$(OUT)
-	$(BIN)/deeprun-eval $(OUT) mc_samples=100
+	$(DEEPRUN) -m trainer.seed=$(SEEDS) experiment=ch11_regularization regularizer=dropout optimizer=momentum trainer.epochs=10 hydra.sweep.dir=$(OUT)
+	for run in $(OUT)/*/; do $(BIN)/deeprun-eval $$run mc_samples=100 || exit 1; done
 	$(REPORT) mc-dropout $(OUT)
 
 ch11-docs: install ## Regenerate docs/reproduction.md from the newest outputs/ch11/<experiment>/ folders

@@ -21,6 +21,9 @@ and its share of the machine's measured float32 matmul peak (``matmul.py``), and
 steady epoch time to deeprun's. Implementations alternate round-robin (order rotated each repeat), so a
 change in machine load hits all of them alike.
 
+Then the fused launcher's modes on a sweep of ``--sweep-seeds`` seeds (``sweep.py``): the default
+(bitwise the numbers of each job alone), ``batched`` (vmap) and one by one.
+
 Writes ``<out>/latest.json`` (everything, with every run's raw numbers and the machine) and
 ``<out>/latest.md`` (the tables, also printed).
 
@@ -49,6 +52,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from sweep import run_sweeps, sweep_markdown  # benchmarks/sweep.py, beside this script
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -559,6 +564,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the square matmul peak")
     parser.add_argument("--no-matmul", action="store_true", help="skip the matmul measurements")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a process is killed")
+    parser.add_argument("--sweep-seeds", type=int, default=8, help="seeds of the launcher-mode sweep (0 skips it)")
+    parser.add_argument("--sweep-epochs", type=int, default=2, help="epochs of each job of that sweep")
     args = parser.parse_args(argv)
     args.only = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = [key for key in args.only if key not in IMPLEMENTATIONS]
@@ -671,11 +678,22 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
                     else:
                         log(f"  FAILED: {record['error']}\n{record['stderr_tail']}")
                     save(partial=True)
+    if args.sweep_seeds > 0:
+        log(f"the fused launcher's modes: {args.sweep_seeds} seeds x {args.sweep_epochs} epochs ...")
+        report["sweep"] = run_sweeps(
+            run_process, args.sweep_seeds, args.sweep_epochs, args.batch_sizes[0], args.repeats, args.timeout
+        )
     measure_matmul("end")
     report["loadavg_end"] = list(os.getloadavg())
     report["duration_s"] = (dt.datetime.now().astimezone() - started).total_seconds()
     save(partial=False)
     text = markdown(report)
+    if report.get("sweep"):
+        text += (
+            "\n"
+            + "\n".join(sweep_markdown(report["sweep"], args.sweep_seeds, args.sweep_epochs, args.batch_sizes[0]))
+            + "\n"
+        )
     (args.out / "latest.md").write_text(text)
     print(text)
     log(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")

@@ -43,6 +43,11 @@ def test_plain_mlp_and_deep_preset_counts(make_settings):
     deep = build_model(make_settings("model=deep_mlp"), 784, 10)
     assert len(deep.blocks) == 100
     assert count_parameters(deep)["total"] == 784 * 100 + 100 + 99 * (100 * 100 + 100) + 1010
+    # The 2nd edition's SELU net: Dense(300), then 99 x Dense(100).
+    second = build_model(make_settings("model=deep_mlp", "model.first_width=300"), 784, 10)
+    assert [block.dense.kernel.shape for block in second.blocks[:2]] == [(784, 300), (300, 100)]
+    expected = 784 * 300 + 300 + 300 * 100 + 100 + 98 * (100 * 100 + 100) + 1010
+    assert count_parameters(second)["total"] == expected
 
 
 def test_batchnorm_uses_keras_defaults():

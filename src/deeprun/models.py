@@ -118,18 +118,22 @@ class MLPSpec(DenseStackSpec):
 @MODELS.register("deep_mlp")
 @dataclass(frozen=True)
 class DeepMLPSpec(DenseStackSpec):
-    """``depth`` hidden layers of ``width`` units (100×100 in the SELU-vs-ReLU experiment)."""
+    """``depth`` hidden layers of ``width`` units (100×100 in the SELU-vs-ReLU experiment); the first of
+    ``first_width`` units when set (the 2nd edition's net: Dense(300), then 99 × Dense(100))."""
 
     depth: int = 100
     width: int = 100
+    first_width: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive("model.depth", self.depth)
         require_positive("model.width", self.width)
+        if self.first_width is not None:
+            require_positive("model.first_width", self.first_width)
 
     def hidden_layers(self) -> tuple[int, ...]:
-        return (self.width,) * self.depth
+        return (self.width if self.first_width is None else self.first_width,) + (self.width,) * (self.depth - 1)
 
 
 class Network(nnx.Module):

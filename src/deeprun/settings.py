@@ -59,11 +59,14 @@ class EarlyStopping:
 @dataclass(frozen=True)
 class Phase:
     """A stretch of training: ``freeze: reused`` keeps the layers taken from ``model.init_from`` fixed;
-    ``learning_rate`` (if set) becomes the optimizer's rate when the phase starts."""
+    ``learning_rate`` (if set) becomes the optimizer's rate when the phase starts. A later phase starts
+    with a fresh optimizer state (moments and step count at zero, as Keras's ``compile`` between the
+    book's frozen and unfrozen phases); ``keep_optimizer_state: true`` carries the previous phase's on."""
 
     epochs: int
     freeze: Literal["none", "reused"] = "none"
     learning_rate: float | None = None
+    keep_optimizer_state: bool = False
 
     def __post_init__(self) -> None:
         require_positive("trainer.phases.epochs", self.epochs)

@@ -1,6 +1,7 @@
 """Chapter-11 experiment configs (fast variants on synthetic data) and the comparison with the book."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ RUNS = {
         ["regularizer=max_norm", "optimizer=momentum"],
     ],
     "ch11_selu_vs_relu": [
-        ["initializer=lecun_normal", "activation=selu", "data.scaling=standardize", "model.depth=3"],
+        ["initializer=lecun_normal", "activation=selu", "model.depth=3"],
         ["initializer=he_normal", "activation=relu", "model.depth=3"],
     ],
     "ch11_transfer": [["data.n_classes=2", "model.head=sigmoid"]],
@@ -31,6 +32,11 @@ RUNS = {
         ["optimizer=sgd", "schedule=performance"],
     ],
 }
+
+
+def test_selu_and_relu_nets_both_read_standardized_inputs_as_the_notebooks():
+    for overrides in RUNS["ch11_selu_vs_relu"]:
+        assert compose_dict(["experiment=ch11_selu_vs_relu", *overrides])["data"]["scaling"] == "standardize"
 
 
 def test_every_experiment_config_is_covered():
@@ -83,8 +89,26 @@ def test_report_compares_with_the_book_and_flags_what_is_out_of_tolerance(tmp_pa
     assert not verdict[("before", "train/loss")] and not verdict[("before", "train/accuracy")]
     assert verdict[("before", "val/accuracy")]
     text = write_book_report("batchnorm", tmp_path).read_text()
-    assert "| BN before activation | 1 | train/loss | 0.4275 | 0.9000 | +0.4725 | **no** |" in text
+    row = (
+        "| BN before activation | 1 | train/loss | 0.4275 | 0.9000 ± 0.0000 | 0.9000 – 0.9000 | 1 | +0.4725 | **no** |"
+    )
+    assert row in text
     assert "6 of 8 numbers within tolerance (0 missing)." in text
+
+
+def test_rows_are_judged_on_the_seeds_spread(tmp_path):
+    """Three seeds: mean ± std and the range; the book's number inside the range widened by the
+    tolerance is within, even when the mean alone is not; outside it is not."""
+    book = EXPERIMENTS["batchnorm"].runs[0].numbers["val/accuracy"]  # 0.8650
+    for job, accuracy in enumerate((0.835, 0.842, 0.848)):  # mean 0.8417: 0.0233 below the book
+        final = {"train/loss": 0.41, "train/accuracy": 0.856, "val/loss": 0.37, "val/accuracy": accuracy}
+        fake_run(tmp_path, str(job), ["normalization=batchnorm", f"trainer.seed={job}"], final)
+    row = next(r for r in compare(EXPERIMENTS["batchnorm"], tmp_path) if r["metric"] == "val/accuracy")
+    assert row["n"] == 3 and row["ours"] == pytest.approx(statistics.fmean((0.835, 0.842, 0.848)))
+    assert row["std"] == pytest.approx(statistics.stdev((0.835, 0.842, 0.848)))
+    assert (row["min"], row["max"]) == (0.835, 0.848)
+    assert abs(row["ours"] - book) > 0.02 and row["within"]  # 0.848 + 0.02 reaches 0.865
+    assert not EXPERIMENTS["batchnorm"].within("val/accuracy", book, [0.80, 0.83, 0.84])
 
 
 def test_report_uses_test_metrics_and_counts_missing_runs(tmp_path):
@@ -127,3 +151,21 @@ def test_restored_best_weights_are_compared_through_the_best_epoch(tmp_path):
     rows = {r["metric"]: r for r in compare(EXPERIMENTS["cifar10"], tmp_path) if r["run"].startswith("8c")}
     assert rows["best/val/accuracy"]["ours"] == 0.505 and rows["best/val/accuracy"]["within"]
     assert rows["best/val/loss"]["ours"] == 1.43
+
+
+def test_transfer_report_pairs_b_with_b_on_a_seed_by_seed(tmp_path):
+    final = {"train/loss": 0.3, "train/accuracy": 0.9, "val/loss": 0.3, "val/accuracy": 0.9}
+    for seed, (b, b_on_a) in {42: (0.91, 0.94), 43: (0.92, 0.93)}.items():
+        fake_run(
+            tmp_path / "model_B",
+            str(seed),
+            ["name=model_B", f"trainer.seed={seed}"],
+            final,
+            {"accuracy": b, "loss": 0.4},
+        )
+        on_a = ["name=model_B_on_A", f"trainer.seed={seed}"]
+        fake_run(tmp_path / "model_B_on_A", str(seed), on_a, final, {"accuracy": b_on_a, "loss": 0.3})
+    text = write_book_report("transfer", tmp_path).read_text()
+    assert "| 42 | 0.9100 | 0.9400 | 0.0300 | 0.4000 | 0.3000 |" in text
+    assert "| 43 | 0.9200 | 0.9300 | 0.0100 | 0.4000 | 0.3000 |" in text
+    assert "| mean | 0.9150 | 0.9350 | 0.0200 | 0.4000 | 0.3000 |" in text

@@ -115,3 +115,30 @@ def test_bad_transfer_settings(make_settings, source_run, tmp_path):
         ConfigError, match=r"model.init_from: blocks/0/dense/\w+ has shape \(\d+(, 16)?,?\) in the source run"
     ):
         fit(settings, settings.data.load(), donor=load_donor(settings.model.init_from))
+
+
+def _phase_run(make_settings, optimizer, *phase_fields):
+    """Two 1-epoch phases (no reuse: the optimizer state is the point); the optimizer state's step
+    count after each epoch, and the history."""
+    second = ", ".join(("epochs: 1", *phase_fields))
+    settings = make_settings(
+        f"optimizer={optimizer}",
+        "schedule=constant",
+        "trainer.epochs=2",
+        f"trainer.phases=[{{epochs: 1}}, {{{second}}}]",
+    )
+    counts = []
+    result = fit(settings, settings.data.load(), saver=lambda point: counts.append(int(point.state.opt_state.count)))
+    return counts, [(r["train/loss"], r["val/loss"]) for r in result.history]
+
+
+def test_a_later_phase_starts_a_fresh_optimizer_state_as_keras_recompiles(make_settings):
+    """Adam: by default the second phase's moments and step count start again (Keras's new optimizer
+    after ``compile``), ``keep_optimizer_state: true`` carries them on, and the runs differ; plain SGD
+    has no state, so both give the same numbers."""
+    steps = -(-make_settings().data.load().y_train.shape[0] // 32)  # Keras keeps the partial batch
+    fresh, fresh_history = _phase_run(make_settings, "adam")
+    kept, kept_history = _phase_run(make_settings, "adam", "keep_optimizer_state: true")
+    assert fresh == [steps, steps] and kept == [steps, 2 * steps]
+    assert fresh_history[0] == kept_history[0] and fresh_history[1] != kept_history[1]
+    assert _phase_run(make_settings, "sgd")[1] == _phase_run(make_settings, "sgd", "keep_optimizer_state: true")[1]

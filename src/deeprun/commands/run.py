@@ -89,15 +89,15 @@ def prepare(cfg: DictConfig) -> PreparedRun:
     if settings.model.init_from is not None:
         donor = load_donor(settings.model.init_from)
     if resume is None:
-        # The config in full (a partial YAML's omissions at their defaults) and its paths as absolute
-        # ones, so the run's saved config works from any folder (eval, resume, export).
+        # The config in full (a partial YAML's omissions at their defaults), resolved (no interpolation
+        # left), its paths absolute: the run's saved config works from any folder (eval, resume, export).
         for group, key in (("model", "init_from"), ("data", "path")):
             value = config.get(group, {}).get(key)
             if isinstance(value, str) and value:
                 config[group][key] = str(Path(value).resolve())
         if config != composed:
             settings = settings_from_config(config)
-            record_config(run_dir, config)
+        record_config(run_dir, config)
     training_devices(settings.trainer.devices)
     for note in advisories(settings):
         print(f"deeprun: warning: {note}", file=sys.stderr)
@@ -116,8 +116,9 @@ def link_job_folder(job_dir: Path, run_dir: Path) -> None:
     job_dir.symlink_to(run_dir.resolve(), target_is_directory=True)
 
 
-def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any]]:
-    """Train runs (several: fused into one program) and write each run's folder; returns summaries.
+def train_and_record(runs: Sequence[PreparedRun], dataset, batched: bool = False) -> list[dict[str, Any]]:
+    """Train runs (several: fused into one program; ``batched``: under ``jax.vmap``) and write each run's
+    folder; returns summaries.
 
     Everything that can be checked is checked before the first write: that the runs fit (steps,
     counters, memory) and, for resumed runs, that their checkpoints restore whole into their configs'
@@ -161,7 +162,14 @@ def train_and_record(runs: Sequence[PreparedRun], dataset) -> list[dict[str, Any
         ]
         try:
             results = fit_many(
-                [run.settings for run in runs], dataset, callbacks, savers, points, stop, [run.donor for run in runs]
+                [run.settings for run in runs],
+                dataset,
+                callbacks,
+                savers,
+                points,
+                stop,
+                [run.donor for run in runs],
+                batched=batched,
             )
         except BaseException as error:
             for log in logs:

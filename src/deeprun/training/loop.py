@@ -172,8 +172,10 @@ def fit_many(
     resume_from: Sequence[ResumePoint | None] | None = None,
     stop: StopRequest | None = None,
     donors: Sequence[Donor | None] | None = None,
+    batched: bool = False,
 ) -> list[TrainResult]:
-    """Train several runs that differ only in numbers as one vmapped program (one run: no vmap).
+    """Train several runs that differ only in numbers as one compiled program; each run's numbers are
+    the same as alone (``batched``: the members under ``jax.vmap``, faster, numbers to float tolerance).
 
     The runs must share the data, the model structure, the optimizer and schedule kinds, the selected
     regularizers and the trainer's shape settings (see ``deeprun.sweeps.fusion``); each gets its own result.
@@ -187,7 +189,9 @@ def fit_many(
     points = [point for point in (resume_from or []) if point is not None]
     if points and (len(points) != len(runs) or len({len(p.progress["history"]) for p in points}) > 1):
         raise ValueError("resume_from: every run of a fused group resumes, from the same epoch")
-    trainer = Trainer(first, len(dataset.y_train), dataset.n_features, dataset.n_classes, members=len(runs))
+    trainer = Trainer(
+        first, len(dataset.y_train), dataset.n_features, dataset.n_classes, members=len(runs), batched=batched
+    )
     donors = donors or [None for _ in runs]
     members = [trainer.init(settings, donor) for settings, donor in zip(runs, donors, strict=True)]
     params_count = count_parameters(trainer.model(members[0][0]))
@@ -230,6 +234,7 @@ def fit_many(
         trackers,
         savers,
         trainer.place,
+        trainer.fresh_optimizer_state,
         stop,
     )
     state = loop.run(state, start_epoch=len(trackers[0].history))
@@ -250,6 +255,7 @@ class _EpochLoop:
     trackers: Sequence[_RunTracker]
     savers: Sequence[EpochSaver | None]
     place: Callable[[Any], Any]  # host-made values (a new learning rate) go where the compiled program expects
+    fresh_optimizer_state: Callable[[TrainState], TrainState]
     stop: StopRequest | None = None
 
     def run_state(self, state: TrainState, index: int) -> TrainState:
@@ -296,11 +302,15 @@ class _EpochLoop:
         return state
 
     def _enter_phase(self, state: TrainState, epoch: int) -> tuple[TrainState, nnx.State | None]:
-        """The trainable mask of ``epoch``'s phase; at a phase's first epoch, its learning rate."""
+        """The trainable mask of ``epoch``'s phase; at a later phase's first epoch a fresh optimizer
+        state (as Keras's new ``compile``), unless the phase keeps it, and the phase's learning rate."""
         if not self.phases:
             return state, None
         index, phase = self.trainer.phase_at(epoch)
-        if phase.learning_rate is not None and epoch == sum(p.epochs for p in self.phases[:index]):
+        starts = epoch == sum(p.epochs for p in self.phases[:index])
+        if starts and index > 0 and not phase.keep_optimizer_state:
+            state = self.fresh_optimizer_state(state)
+        if phase.learning_rate is not None and starts:
             lr = phase.learning_rate if self.members is None else jnp.full((self.members,), phase.learning_rate)
             state = state._replace(opt_state=self.place(with_hyperparams(state.opt_state, learning_rate=lr)))
         return state, self.masks[index]

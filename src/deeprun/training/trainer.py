@@ -11,9 +11,13 @@ inference mode, penalty included; test metrics once at the end.
 
 Fused sweeps: runs that share every shape-determining setting and differ only in numbers (seed, learning
 rate, momentum, schedule constants, penalty factors, dropout rate) are trained together by
-:func:`fit_many`: their states and :class:`Member` numbers are stacked along a leading axis and the same
-epoch program runs under ``jax.vmap``. Each run still gets its own history, early stopping and plateau
-rule.
+:func:`fit_many`: their states and :class:`Member` numbers are stacked along a leading axis, and one
+compiled program trains each member's epoch in turn (:meth:`Trainer._member_loop`; a lone run is a loop
+of one). Every member runs the same loop body, so a run's numbers are bitwise the same alone, fused with
+any others, resumed, in any process. ``batched=True`` runs the members under ``jax.vmap`` instead:
+faster, but the batched kernels' reduction order depends on the member count, and so (to float
+rounding, which training amplifies) do the numbers. Each run still gets its own history, early stopping
+and plateau rule.
 
 ``trainer.precision`` sets the compute dtype (``deeprun.techniques.precision``: float32 parameters and optimizer
 state, float16's loss scale in the state). ``trainer.diagnostics`` adds per-layer statistics to each epoch
@@ -135,10 +139,19 @@ def steps_per_epoch(n_examples: int, batch_size: int, drop_remainder: bool) -> i
 class Trainer:
     """The compiled epoch and evaluation programs for one model structure and dataset shape.
 
-    ``members`` > 1 compiles the programs under ``jax.vmap`` for stacked states (a fused sweep).
+    ``members`` > 1: the programs take stacked states (a fused sweep), trained member by member, or under
+    ``jax.vmap`` when ``batched``.
     """
 
-    def __init__(self, settings: Settings, n_train: int, n_features: int, n_classes: int, members: int = 1):
+    def __init__(
+        self,
+        settings: Settings,
+        n_train: int,
+        n_features: int,
+        n_classes: int,
+        members: int = 1,
+        batched: bool = False,
+    ):
         self.settings = settings
         self.n_features, self.n_classes = n_features, n_classes
         self.members = members
@@ -159,9 +172,11 @@ class Trainer:
             else None
         )
         self.steps_per_epoch = steps_per_epoch(n_train, trainer.batch_size, trainer.drop_remainder)
-        epoch_fn, evaluate_fn = self._train_epoch, self._evaluate
-        if members > 1:
-            epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, None, None, None))
+        evaluate_fn = self._evaluate
+        if members > 1 and batched:
+            epoch_fn = jax.vmap(self._train_epoch, in_axes=(0, 0, None, None, None))
+        else:
+            epoch_fn = functools.partial(self._member_loop, members)
         self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
         self.evaluate_fn = jax.jit(evaluate_fn)
 
@@ -189,6 +204,18 @@ class Trainer:
         """``key ↦ (params, batch_stats, opt_state)`` of ``settings``' model, jitted. The optimizer state
         holds the option's default hyperparameters, which ``init`` replaces with the run's."""
         return jax.jit(functools.partial(initial_variables, settings, self.n_features, self.n_classes, self.tx))
+
+    def fresh_optimizer_state(self, state: TrainState) -> TrainState:
+        """``state`` with the optimizer's statistics (moments, accumulators, step count) started again
+        and its hyperparameters kept: what Keras's new optimizer at a phase boundary starts from."""
+
+        def init(params):
+            return self.tx.init(params).inner_state
+
+        opt_state = state.opt_state
+        init = init if self.members == 1 else jax.vmap(init)
+        fresh = opt_state._replace(count=jnp.zeros_like(opt_state.count), inner_state=jax.jit(init)(state.params))
+        return state._replace(opt_state=self.place(fresh))
 
     def place(self, tree: Any) -> Any:
         """Put ``tree`` on the training device(s): replicated over the mesh when there is one."""
@@ -274,6 +301,36 @@ class Trainer:
         if grad_norms is not None:
             outputs["grad_norms"] = grad_norms
         return new_state, outputs
+
+    def _member_loop(
+        self,
+        members: int,
+        state: TrainState,
+        member: Member,
+        data: DeviceData,
+        epoch: jax.Array,
+        trainable: nnx.State | None,
+    ):
+        """:meth:`_train_epoch` of each of ``members`` stacked runs in turn (one: an unstacked state), in a
+        loop whose trip count XLA cannot see (so never unrolls nor drops): every member runs the very same
+        compiled body, whatever the member count."""
+        stacked = (state, member) if members > 1 else jax.tree.map(lambda x: x[None], (state, member))
+        first = jax.tree.map(lambda x: x[0], stacked)
+        _, shapes = jax.eval_shape(lambda s, m: self._train_epoch(s, m, data, epoch, trainable), *first)
+        outputs = jax.tree.map(lambda o: jnp.zeros((max(members, 1), *o.shape), o.dtype), shapes)
+
+        def body(index, carry):
+            states, outs = carry
+            take = functools.partial(jax.lax.dynamic_index_in_dim, index=index, keepdims=False)
+            new_state, out = self._train_epoch(
+                jax.tree.map(take, states), jax.tree.map(take, stacked[1]), data, epoch, trainable
+            )
+            put = functools.partial(_put_at, index=index)
+            return jax.tree.map(put, states, new_state), jax.tree.map(put, outs, out)
+
+        count = jnp.minimum(jnp.int32(max(members, 1)), epoch + max(members, 1))  # the count, not a constant
+        states, outs = jax.lax.fori_loop(0, count, body, (stacked[0], outputs))
+        return (states, outs) if members > 1 else jax.tree.map(lambda x: x[0], (states, outs))
 
     def _train_epoch(
         self, state: TrainState, member: Member, data: DeviceData, epoch: jax.Array, trainable: nnx.State | None
@@ -375,6 +432,10 @@ class Trainer:
 
     def model(self, state: TrainState) -> Network:
         return nnx.merge(self.graphdef, state.params, state.batch_stats, copy=True)
+
+
+def _put_at(stacked: jax.Array, value: jax.Array, index: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(stacked, value, index, 0)
 
 
 def with_default_hyperparams(optimizer):
