@@ -169,3 +169,20 @@ def test_transfer_report_pairs_b_with_b_on_a_seed_by_seed(tmp_path):
     assert "| 42 | 0.9100 | 0.9400 | 0.0300 | 0.4000 | 0.3000 |" in text
     assert "| 43 | 0.9200 | 0.9300 | 0.0100 | 0.4000 | 0.3000 |" in text
     assert "| mean | 0.9150 | 0.9350 | 0.0200 | 0.4000 | 0.3000 |" in text
+
+
+def test_the_lr_finder_report_reads_every_seeds_finder_folder(tmp_path):
+    """``make ch11-lr-finder``: one deeprun-lr-finder folder per seed (not training runs: the sweep summary
+    skips them), compared with the book on the seeds' mean and range."""
+    from deeprun.commands.report import main as report_main
+
+    for seed, accuracy in ((42, 0.39), (43, 0.41), (44, 0.40)):
+        folder = tmp_path / str(seed)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text(f"lr_finder: {{min_rate: 0.0001}}\ntrainer: {{seed: {seed}}}\n")
+        result = {"epoch_loss": 1.8, "epoch_accuracy": accuracy, "suggested_max_rate": 0.1}
+        (folder / "lr_finder.json").write_text(json.dumps(result))
+    assert report_main([str(tmp_path), "--book", "lr-finder", "--no-figures"]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| LR finder | 42, 43, 44 | epoch_accuracy | 0.4122 | 0.4000 ± 0.0100 | 0.3900 – 0.4100 | 3 |" in text
+    assert not (tmp_path / "sweep_summary.md").exists()

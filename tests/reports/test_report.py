@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -291,6 +292,10 @@ def test_deeprun_report_rejects_a_missing_or_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     result = report_cli("empty", cwd=tmp_path)
     assert result.returncode == 2 and "no runs" in result.stderr
+    # The installed console script exits with the same status (make stops on it).
+    script = "import sys; from deeprun.commands.entry import deeprun_report; sys.argv[1:] = ['empty']; deeprun_report()"
+    entry = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert entry.returncode == 2 and "no runs" in entry.stderr
 
 
 def test_callback_never_raises(tmp_path, caplog):

@@ -14,7 +14,9 @@ from deeprun.commands.common import JOB, exit_interrupted, interrupt_at_once
 def _main(command: str, program: str) -> None:
     interrupt_at_once()
     try:
-        importlib.import_module(f"deeprun.commands.{command}").main()
+        status = importlib.import_module(f"deeprun.commands.{command}").main()
+        if isinstance(status, int):  # a command that returns its exit status (deeprun-report)
+            sys.exit(status)
     except KeyboardInterrupt as error:  # while importing: nothing was made yet
         exit_interrupted(program, error)
     except SystemExit as exit_:

@@ -49,23 +49,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"deeprun-report: error: unknown experiment {args.book!r}; valid: {', '.join(EXPERIMENTS)}", file=sys.stderr
         )
         return ExitCode.BAD_INPUT
+    # A task's experiment (the LR finder, MC dropout) compares the result files its folders hold.
+    result_file = EXPERIMENTS[args.book].result_file if args.book is not None else None
     for folder in args.dirs:
         if not folder.is_dir():
             print(f"deeprun-report: error: {folder} is not a directory", file=sys.stderr)
             return ExitCode.BAD_INPUT
-        if not collect_runs(folder):
+        if not collect_runs(folder) and not (result_file and any(folder.rglob(result_file))):
             print(
                 f"deeprun-report: error: no runs in {folder} (no folder with summary.json or .hydra/)", file=sys.stderr
             )
             return ExitCode.BAD_INPUT
     for index, folder in enumerate(args.dirs):
-        csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures, group_by=args.group_by)
         if index:
             print()
-        print(md_path.read_text(), end="")
-        written = [csv_path, md_path, *[folder / GROUPS_CSV] * (folder / GROUPS_CSV).is_file()]
-        if not args.no_figures:
-            written += [folder / CURVES_PNG, folder / FINAL_PNG]
+        written: list[Path] = []
+        if collect_runs(folder):
+            csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures, group_by=args.group_by)
+            print(md_path.read_text(), end="")
+            written = [csv_path, md_path, *[folder / GROUPS_CSV] * (folder / GROUPS_CSV).is_file()]
+            if not args.no_figures:
+                written += [folder / CURVES_PNG, folder / FINAL_PNG]
         if args.book is not None:
             from deeprun.reports.book import write_book_report
 

@@ -373,12 +373,32 @@ def latest_run_folder(outputs: Path, name: str) -> Path | None:
     return folders[-1] if folders else None
 
 
+def chapter_wall_time_s(outputs: Path) -> float | None:
+    """From the start of the earliest of the experiments' newest folders (their names are start times)
+    to the last file written in any of them: how long the ``make ch11`` that made them ran."""
+    import datetime
+
+    starts, ends = [], []
+    for name in EXPERIMENTS:
+        folder = latest_run_folder(outputs, name)
+        if folder is None:
+            continue
+        try:
+            starts.append(datetime.datetime.strptime(folder.name, "%Y-%m-%d_%H-%M-%S").timestamp())
+        except ValueError:
+            continue
+        ends.append(max(path.stat().st_mtime for path in folder.rglob("*")))
+    return max(ends) - min(starts) if starts else None
+
+
 def reproduction_markdown(outputs: Path, machine: str, date: str) -> str:
     """docs/reproduction.md: every experiment's book numbers beside the latest ones measured here."""
+    wall = chapter_wall_time_s(outputs)
+    took = f" in {wall / 60:.1f} minutes of wall time (first folder's start to last file written)" if wall else ""
     lines = [
         "# Reproducing chapter 11: the book's numbers and ours",
         "",
-        f"Measured on {machine}, {date}, with `make ch11` (each experiment's newest folder under "
+        f"Measured on {machine}, {date}, with `make ch11`{took} (each experiment's newest folder under "
         "`outputs/ch11/`); regenerate this page with `make ch11-docs`. Book numbers: the 3rd-edition "
         "notebook as distilled in the spec (`../shared/spec/chapter11.md` §3). Ours: mean ± std and the range "
         "over the seeds each target trains (`SEEDS`, 42,43,44 by default); the book prints one seed, and the "
