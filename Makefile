@@ -75,7 +75,10 @@ DEEPRUN   = $(BIN)/deeprun
 REPORT    = $(BIN)/deeprun-report --book
 .PHONY: ch11-docs ch11 ch11-transfer ch11-figures ch11-clipping ch11-alpha-dropout ch11-cifar10 ch11-batchnorm ch11-optimizers ch11-schedules ch11-1cycle ch11-regularization ch11-selu-vs-relu ch11-lr-finder ch11-mc-dropout ch11-default-tables
 
-ch11: ch11-figures ch11-selu-vs-relu ch11-batchnorm ch11-clipping ch11-transfer ch11-optimizers ch11-schedules ch11-lr-finder ch11-1cycle ch11-regularization ch11-mc-dropout ch11-alpha-dropout ch11-default-tables ## Every chapter-11 experiment below but CIFAR-10
+CH11_TARGETS = ch11-figures ch11-selu-vs-relu ch11-batchnorm ch11-clipping ch11-transfer ch11-optimizers ch11-schedules ch11-lr-finder ch11-1cycle ch11-regularization ch11-mc-dropout ch11-alpha-dropout ch11-default-tables
+ch11: install ## Every chapter-11 experiment below but CIFAR-10 (SEEDS=42,43,44); its wall time goes to outputs/ch11/wall_time.json
+	@start=$$(date +%s); $(MAKE) --no-print-directory $(CH11_TARGETS) SEEDS=$(SEEDS) && mkdir -p outputs/ch11 && \
+	  printf '{"wall_s": %s, "seeds": "%s", "finished": "%s"}\n' $$(( $$(date +%s) - start )) "$(SEEDS)" "$$(date -Iseconds)" > outputs/ch11/wall_time.json
 
 ch11-batchnorm: install ## BN after vs before the activation, SGD, 2 epochs (params in sweep_summary); REPORT.md
 	$(eval OUT := outputs/ch11/batchnorm/$(CH11_TIME))

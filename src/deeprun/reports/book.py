@@ -373,28 +373,19 @@ def latest_run_folder(outputs: Path, name: str) -> Path | None:
     return folders[-1] if folders else None
 
 
-def chapter_wall_time_s(outputs: Path) -> float | None:
-    """From the start of the earliest of the experiments' newest folders (their names are start times)
-    to the last file written in any of them: how long the ``make ch11`` that made them ran."""
-    import datetime
+def chapter_wall_time(outputs: Path) -> dict | None:
+    """``outputs/ch11/wall_time.json``, written by ``make ch11`` when it finishes: its wall time in
+    seconds, the seeds and when it finished (None before a full run)."""
+    import json
 
-    starts, ends = [], []
-    for name in EXPERIMENTS:
-        folder = latest_run_folder(outputs, name)
-        if folder is None:
-            continue
-        try:
-            starts.append(datetime.datetime.strptime(folder.name, "%Y-%m-%d_%H-%M-%S").timestamp())
-        except ValueError:
-            continue
-        ends.append(max(path.stat().st_mtime for path in folder.rglob("*")))
-    return max(ends) - min(starts) if starts else None
+    path = Path(outputs, "ch11", "wall_time.json")
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def reproduction_markdown(outputs: Path, machine: str, date: str) -> str:
     """docs/reproduction.md: every experiment's book numbers beside the latest ones measured here."""
-    wall = chapter_wall_time_s(outputs)
-    took = f" in {wall / 60:.1f} minutes of wall time (first folder's start to last file written)" if wall else ""
+    wall = chapter_wall_time(outputs)
+    took = f" (seeds {wall['seeds']}) in {wall['wall_s'] / 60:.1f} minutes of wall time" if wall else ""
     lines = [
         "# Reproducing chapter 11: the book's numbers and ours",
         "",
