@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from omegaconf import OmegaConf
 
 from deeprun.commands import evaluate, export, prune
@@ -14,6 +15,7 @@ from helpers.commands import deeprun, invoke
 SMALL = ("data=synthetic", "model.hidden=[16,8]", "trainer.epochs=1", "trainer.plots=false")
 
 
+@pytest.mark.slow  # the donor-reading rules have fast tests
 def test_b_on_a_works_after_a_is_deleted_from_another_folder(tmp_path):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir(), elsewhere.mkdir()

@@ -120,7 +120,7 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 #: checkpoint write, during epoch 2, inside epoch 2's write.
 KILL_POINTS = [
     pytest.param(0, 0.0, id="before-the-first-epoch"),
-    pytest.param(1, 0.0, id="inside-epoch-1-checkpoint-write"),
+    pytest.param(1, 0.0, id="inside-epoch-1-checkpoint-write", marks=pytest.mark.slow),
     pytest.param(1, 0.2, id="during-epoch-2", marks=pytest.mark.slow),
     pytest.param(2, 0.0, id="inside-epoch-2-checkpoint-write"),
     pytest.param(1, 0.02, id="epoch-1-write-20ms", marks=pytest.mark.slow),

@@ -90,6 +90,7 @@ SLOW_EPOCHS = (
 )
 
 
+@pytest.mark.slow  # test_faults kills at every point by default
 def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     """SIGKILL once epoch 2 is on disk, ``trainer.resume=<dir>``: metrics.jsonl and the final
     parameters equal an uninterrupted run's (bitwise, CPU)."""
@@ -128,6 +129,7 @@ def test_sigkill_after_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     assert not (killed / "resume").exists(), "a finished run drops its per-epoch checkpoint"
 
 
+@pytest.mark.slow  # test_faults covers SIGTERM then resume
 def test_interrupted_run_keeps_its_epoch_checkpoint_and_resumes(tmp_path):
     """Ctrl-C: status interrupted, resume/ kept; resuming finishes the run in the same folder."""
     run = tmp_path / "run"

@@ -67,6 +67,7 @@ def test_groups_keep_order_and_size_limit():
     assert group_runs(configs, max_members=1) == [[0], [1], [2], [3], [4]]
 
 
+@pytest.mark.slow  # the scheduling test compares fused and lone jobs bitwise
 def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tmp_path):
     common = ["data=synthetic", "model.hidden=[16]", "trainer.epochs=2", "optimizer=sgd", "name=sweep"]
 
@@ -103,7 +104,7 @@ def test_fused_launcher_writes_each_job_folder_with_the_numbers_of_a_lone_run(tm
 #: Dropout, batch norm and Nadam over several epochs: where float rounding differences grow.
 SCHEDULING = (
     "data=synthetic",
-    "data.n_train=600",
+    "data.n_train=400",
     "model.hidden=[16,8]",
     "regularizer=dropout",
     "normalization=batchnorm",
