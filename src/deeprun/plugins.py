@@ -16,6 +16,7 @@ import the same ones before they read the config.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -43,8 +44,9 @@ class Plugin:
 _LOADED: dict[str, Plugin] = {}
 
 
-def entry_points() -> list[importlib.metadata.EntryPoint]:
-    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name)
+@functools.cache  # the installed distributions do not change while a process runs; every validation asks
+def entry_points() -> tuple[importlib.metadata.EntryPoint, ...]:
+    return tuple(sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name))
 
 
 def config_dirs() -> list[Path]:

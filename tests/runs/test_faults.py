@@ -352,6 +352,7 @@ def test_ctrl_c_before_the_first_epoch_is_one_line(delay, tmp_path):
     assert not run.exists(), "a folder with nothing of the run was left"
 
 
+@pytest.mark.slow  # timing-sensitive on a loaded 2-core CI; the single Ctrl-C tests run by default
 def test_a_second_ctrl_c_stops_at_once_and_the_folder_resumes(reference, tmp_path):
     run = tmp_path / "run"
     process = start(*CONFIG, f"hydra.run.dir={run}", cwd=tmp_path)
@@ -488,6 +489,7 @@ def test_a_killed_sweep_continues_with_the_same_command(launcher, after_lines, d
     assert "3 jobs (3 completed)" in (sweep / "sweep_summary.md").read_text()
 
 
+@pytest.mark.slow  # the continued-sweep tests cover the summary by default
 def test_a_sweep_of_resumed_runs_summarizes_them(reference_sweep, tmp_path):
     """``deeprun -m trainer.resume=<job0>,<job1>``: the jobs resume in their own folders and the new
     sweep's summary lists them (its job folders link to them)."""

@@ -44,6 +44,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # spawns a 2-device process; the sharding settings have fast tests
 def test_two_devices_match_one():
     tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     root = os.path.dirname(tests)
