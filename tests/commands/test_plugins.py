@@ -88,6 +88,7 @@ def test_an_installed_plugin_works_with_every_command(installed, tmp_path):
     assert "model=small_cnn" in (tmp_path / "sweep_summary.md").read_text()
 
 
+@pytest.mark.slow  # resume and joblib workers are tested by default without a plugin
 def test_a_run_of_a_plugin_resumes_and_a_joblib_sweep_loads_it(installed, tmp_path):
     run = tmp_path / "run"
     args = (*CNN, "data.n_train=600", "trainer.epochs=20", f"hydra.run.dir={run}")

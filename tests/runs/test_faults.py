@@ -461,7 +461,7 @@ def _kill_sweep(args: list[str], sweep: Path, tmp_path: Path, after_lines: int, 
 
 
 SWEEP_KILLS = [
-    pytest.param((), 2, 0.0, id="fused-inside-a-checkpoint-write"),
+    pytest.param((), 2, 0.0, id="fused-inside-a-checkpoint-write", marks=pytest.mark.slow),
     pytest.param(("hydra.launcher.max_members=1",), 2, 0.1, id="one-by-one", marks=pytest.mark.slow),
     pytest.param((), 1, 0.15, id="fused-during-epoch-2", marks=pytest.mark.slow),
     pytest.param((), 4, 0.0, id="fused-late", marks=pytest.mark.slow),

@@ -122,19 +122,22 @@ def _job_record(folder: Path) -> tuple[list, dict]:
 
 
 def test_a_jobs_numbers_do_not_depend_on_what_it_is_fused_with(tmp_path):
-    """The same job (seed 42) alone, then fused with 1, 2 and 7 others: metrics.jsonl and the test
-    metrics bitwise equal. With ``hydra.launcher.batched=true`` (vmap) they agree to float tolerance only."""
+    """The same job (seed 42) alone, then fused with 1 other in the sweep's process, then in an 8-job
+    sweep that two worker processes share (4 fused jobs each): metrics.jsonl and the test metrics bitwise
+    equal. With ``hydra.launcher.batched=true`` (vmap) they agree to float tolerance only."""
     alone = invoke(deeprun_main, *SCHEDULING, f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
     expected = _job_record(tmp_path / "alone")
-    for others in ("43", "43,44", "43,44,45,46,47,48,49"):
+    for others, launcher in (("43", "hydra.launcher.workers=1"), ("43,44,45,46,47,48,49", "hydra.launcher.workers=2")):
         sweep = tmp_path / f"with_{others.count(',') + 1}"
-        args = ("-m", *SCHEDULING, f"trainer.seed=42,{others}", f"hydra.sweep.dir={sweep}")
+        args = ("-m", *SCHEDULING, launcher, f"trainer.seed=42,{others}", f"hydra.sweep.dir={sweep}")
         fused = invoke(deeprun_main, *args, cwd=tmp_path)
         assert fused.returncode == 0 and "fused runs" in fused.stdout, fused.stderr
         assert _job_record(sweep / "0") == expected, others
+    assert "[default #0] epoch   3/3" in fused.stdout  # the workers' lines, relayed and labelled
     batched = tmp_path / "batched"
-    args = ("-m", *SCHEDULING, "hydra.launcher.batched=true", "trainer.seed=42,43", f"hydra.sweep.dir={batched}")
+    args = ("-m", *SCHEDULING, "hydra.launcher.batched=true", "hydra.launcher.workers=1", "trainer.seed=42,43")
+    args = (*args, f"hydra.sweep.dir={batched}")
     assert invoke(deeprun_main, *args, cwd=tmp_path).returncode == 0
     history, _ = _job_record(batched / "0")
     assert history[-1]["val/loss"] == pytest.approx(expected[0][-1]["val/loss"], rel=1e-3)
@@ -144,7 +147,9 @@ def test_default_launcher_fuses_and_max_members_1_does_not(tmp_path):
     for max_members, fused in ((None, True), (1, False)):
         cwd = tmp_path / str(max_members)
         cwd.mkdir()
-        extra = [] if max_members is None else [f"hydra.launcher.max_members={max_members}"]
+        extra = ["hydra.launcher.workers=1"] + (
+            [] if max_members is None else [f"hydra.launcher.max_members={max_members}"]
+        )
         result = invoke(
             deeprun_main,
             "-m",

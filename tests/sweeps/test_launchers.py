@@ -24,8 +24,10 @@ from deeprun.sweeps.callbacks import SweepSummary
 from deeprun.sweeps.resources import (
     gpu_memory_fraction,
     parallel_jobs,
+    split_for_workers,
     threads_per_job,
     usable_cpus,
+    worker_count,
 )
 from helpers.configs import FAST
 
@@ -227,6 +229,42 @@ def test_threads_and_gpu_share_per_job(n_jobs, cpus, jobs, threads, fraction):
     assert parallel_jobs(n_jobs, cpus) == jobs
     assert threads_per_job(n_jobs, cpus) == threads
     assert gpu_memory_fraction(n_jobs, cpus) == fraction
+
+
+@pytest.mark.parametrize(
+    "workers,tasks,cpus,expected",
+    [("auto", 5, 2, 2), ("auto", 1, 16, 1), ("auto", 40, 16, 16), (3, 5, 2, 3), (4, 2, 16, 2), (1, 9, 16, 1)],
+)
+def test_worker_count_is_one_per_cpu_or_as_set_never_more_than_the_programs(workers, tasks, cpus, expected):
+    assert worker_count(workers, tasks, cpus) == expected
+
+
+@pytest.mark.parametrize("workers", [0, -1, "many", True])
+def test_a_bad_worker_count_is_a_config_error(workers):
+    with pytest.raises(ConfigError, match="hydra.launcher.workers must be"):
+        worker_count(workers, 4, 2)
+
+
+def test_fused_groups_are_cut_into_even_shares_for_the_workers():
+    assert split_for_workers([[0, 1, 2, 3, 4, 5, 6, 7]], 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert split_for_workers([[0, 2, 4, 5, 6, 7, 8, 9], [1], [3]], 2) == [[0, 2, 4, 5, 6], [7, 8, 9], [1], [3]]
+    assert split_for_workers([[0, 1], [2, 3]], 1) == [[0, 1], [2, 3]]
+
+
+def test_the_fused_launcher_trains_programs_side_by_side_in_worker_processes(tmp_path):
+    """Two optimizers (programs that cannot fuse) x two seeds (fused): two worker processes, neither of
+    them the sweep's, each line they print labelled by job."""
+    result, pid, sweep_dir = sweep(
+        *FAST, "optimizer=sgd,adam", "trainer.seed=1,2", "hydra.launcher.workers=2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Training 2 programs in 2 worker processes" in result.stdout + result.stderr
+    jobs = summaries(sweep_dir)
+    assert [jobs[job]["status"] for job in ("0", "1", "2", "3")] == ["completed"] * 4
+    pids = {job: summary["process"]["pid"] for job, summary in jobs.items()}
+    assert pids["0"] == pids["1"] != pids["2"] == pids["3"] and pid not in pids.values()  # (sgd, adam) x (1, 2)
+    epoch_lines = [line for line in result.stdout.splitlines() if "epoch " in line and "/" in line]
+    assert epoch_lines and all(line.startswith("[default #") for line in epoch_lines)
 
 
 def test_zero_jobs_is_a_config_error():

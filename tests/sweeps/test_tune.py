@@ -265,6 +265,7 @@ def test_the_command_rejects_a_bad_config_in_one_line_and_leaves_no_folder(tmp_p
     assert not (tmp_path / "empty").exists()
 
 
+@pytest.mark.slow  # resuming a study is tested by default (test_a_study_resumes_to_n_trials_...)
 def test_ctrl_c_saves_the_study_and_the_same_command_resumes_it(tmp_path):
     """The first SIGINT ends the trial after its epoch: exit 130, the trial failed as interrupted (not
     counted) and its parameters queued; the same command on the folder runs them first and prints the

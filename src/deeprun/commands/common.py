@@ -102,6 +102,7 @@ def stop_on_interrupt() -> Iterator[StopRequest]:
     from deeprun.training.loop import StopRequest
 
     stop = StopRequest()
+    stop.requested = JOB.stop_requested  # a signal that came before training (a sweep's worker starting)
 
     def request_stop(signum: int, frame: Any) -> None:
         stop.requested, JOB.signal = True, signum
@@ -166,6 +167,7 @@ class JOB:
     signal: int = signal.SIGINT
     folder: Path | None = None
     stuck_writers = False  # a checkpoint write failed: its threads may never end (see ``entry``)
+    stop_requested = False  # a stop signal came before training started
 
 
 def field_overrides(tokens: Sequence[str]) -> list[str]:

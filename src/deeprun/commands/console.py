@@ -23,7 +23,7 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
 class EpochProgress:
     """Context manager and epoch callback: advances the bar and prints the epoch's metrics."""
 
-    def __init__(self, epochs: int, description: str):
+    def __init__(self, epochs: int, description: str, bar: bool = True):
         self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -32,6 +32,7 @@ class EpochProgress:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not bar,
         )
         self.task = self.progress.add_task(description, total=epochs)
 

@@ -116,9 +116,11 @@ def link_job_folder(job_dir: Path, run_dir: Path) -> None:
     job_dir.symlink_to(run_dir.resolve(), target_is_directory=True)
 
 
-def train_and_record(runs: Sequence[PreparedRun], dataset, batched: bool = False) -> list[dict[str, Any]]:
+def train_and_record(
+    runs: Sequence[PreparedRun], dataset, batched: bool = False, progress_bar: bool = True
+) -> list[dict[str, Any]]:
     """Train runs (several: fused into one program; ``batched``: under ``jax.vmap``) and write each run's
-    folder; returns summaries.
+    folder; returns summaries. ``progress_bar=False``: epoch lines only (a sweep's worker process).
 
     Everything that can be checked is checked before the first write: that the runs fit (steps,
     counters, memory) and, for resumed runs, that their checkpoints restore whole into their configs'
@@ -155,7 +157,7 @@ def train_and_record(runs: Sequence[PreparedRun], dataset, batched: bool = False
         all_of(folder.epoch_checkpoints.save if run.settings.trainer.checkpoint else None, log.saver)
         for run, folder, log in zip(runs, folders, logs, strict=True)
     ]
-    with EpochProgress(first.trainer.epochs, title) as progress, stop_on_interrupt() as stop:
+    with EpochProgress(first.trainer.epochs, title, bar=progress_bar) as progress, stop_on_interrupt() as stop:
         callbacks = [
             [folder.append_metrics, progress.printer(run.label if len(runs) > 1 else ""), log.epoch]
             for run, folder, log in zip(runs, folders, logs, strict=True)

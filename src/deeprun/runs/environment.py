@@ -89,6 +89,11 @@ def record_command_line(argv: list[str]) -> None:
     _COMMAND_LINE[:] = argv
 
 
+def command_line() -> list[str]:
+    """The command line :func:`record_command_line` recorded (empty: none)."""
+    return list(_COMMAND_LINE)
+
+
 def environment() -> dict[str, Any]:
     """Versions of deeprun and every dependency, the source revision (a checkout's commit and dirty
     flag), the plugins loaded, the command line, device and process (pid, host, CPUs, the XLA/CUDA variables set)."""

@@ -13,6 +13,10 @@ preset through the :class:`deeprun.sweeps.callbacks.JobResources` callback, with
 where ``jobs`` reads ``n_jobs`` as joblib does (``-1``: one job per CPU, ``-2``: all CPUs but one) and
 ``cpus`` counts the CPUs this process may run on (fewer than the machine's under Slurm or ``taskset``).
 Every run's ``summary.json`` records what its process saw (:mod:`deeprun.runs.environment`).
+
+The fused launcher's own worker processes (``hydra.launcher.workers``) keep a lone run's threads by
+default (``worker_threads: same``): XLA's CPU matmuls split their sums by thread count, so a share
+changes a run's numbers in their last bits, and a job's numbers must not depend on where it ran.
 """
 
 from __future__ import annotations
@@ -49,3 +53,25 @@ def gpu_memory_fraction(n_jobs: int, cpus: int | None = None) -> float:
     cpus = usable_cpus() if cpus is None else cpus
     share = min(JAX_DEFAULT_MEM_FRACTION, SHARED_GPU_BUDGET / parallel_jobs(n_jobs, cpus))
     return math.floor(round(share * 100, 6)) / 100  # round first: 0.9 / 90 * 100 is 0.99999...
+
+
+def worker_count(workers: int | str, tasks: int, cpus: int | None = None) -> int:
+    """How many worker processes the fused launcher starts for ``tasks`` groups: ``workers`` itself, or
+    for ``"auto"`` one per usable CPU, and never more than there are tasks (1: train in this process)."""
+    cpus = usable_cpus() if cpus is None else cpus
+    if workers == "auto":
+        wanted = cpus
+    elif isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+        wanted = workers
+    else:
+        raise ConfigError(f"hydra.launcher.workers must be a positive number of processes or auto (got {workers!r})")
+    return max(1, min(wanted, tasks))
+
+
+def split_for_workers(groups: list[list[int]], workers: int) -> list[list[int]]:
+    """Fused groups cut into parts of at most ``ceil(members / workers)`` runs, so that ``workers``
+    processes share the sweep evenly (a run's numbers do not depend on the runs it is fused with)."""
+    if workers <= 1:
+        return groups
+    largest = -(-sum(len(group) for group in groups) // workers)
+    return [group[i : i + largest] for group in groups for i in range(0, len(group), largest)]

@@ -3,13 +3,16 @@ numbers (seeds, learning rates, penalty factors, ...) together as one vmapped pr
 
 Every job still gets its own folder (``.hydra/``, metrics, summary, checkpoint, plots), made by Hydra's
 ``run_job`` exactly as the basic launcher makes it. Jobs are validated first (a bad job fails alone),
-then grouped by :func:`deeprun.sweeps.fusion.group_runs` and trained group by group.
+then grouped by :func:`deeprun.sweeps.fusion.group_runs` and trained group by group: in this process, or
+with ``workers`` > 1 side by side in worker processes (:mod:`deeprun.commands.worker`), the groups cut so that the
+workers share the sweep evenly (:func:`deeprun.sweeps.resources.split_for_workers`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,16 +25,24 @@ from omegaconf import DictConfig, open_dict
 
 from deeprun.registry import ConfigError
 from deeprun.sweeps.continuation import resume_parts
+from deeprun.sweeps.resources import gpu_memory_fraction, split_for_workers, threads_per_job, worker_count
 
 log = logging.getLogger(__name__)
 
 
 class FusedLauncher(Launcher):
     """Configured by ``conf/hydra/launcher/fused.yaml``; ``max_members: 1`` trains every job alone;
-    ``batched: true`` trains a group's members under ``jax.vmap`` (faster; numbers to float tolerance)."""
+    ``batched: true`` trains a group's members under ``jax.vmap`` (faster; numbers to float tolerance);
+    ``workers``: processes training groups side by side (``auto``: one per CPU), ``worker_threads``:
+    their XLA CPU threads (``same`` as a lone run: the same numbers; ``share``: faster, to float rounding)."""
 
-    def __init__(self, max_members: int = 32, batched: bool = False) -> None:
+    def __init__(
+        self, max_members: int = 32, batched: bool = False, workers: int | str = "auto", worker_threads: str = "same"
+    ) -> None:
+        if worker_threads not in ("same", "share"):
+            raise ConfigError(f"hydra.launcher.worker_threads must be same or share (got {worker_threads!r})")
         self.max_members, self.batched = max_members, batched
+        self.workers, self.worker_threads = workers, worker_threads
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -41,12 +52,15 @@ class FusedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from deeprun.commands.run import PreparedRun
-        from deeprun.sweeps.fusion import group_runs
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        worker_count(self.workers, len(job_overrides))  # a bad setting: one line before any job starts
+        worker_env = dict(os.environ)
+        # This process only validates and reads; on a GPU it must leave the memory to the workers.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
         max_members = self.max_members
         log.info(
@@ -91,18 +105,56 @@ class FusedLauncher(Launcher):
         pending = [ret for ret in returns if isinstance(ret.return_value, PreparedRun)]
         datasets = _datasets([ret.return_value for ret in pending])
         ready = [ret for ret in pending if _resume_point_readable(ret, datasets)]
-        for group in group_runs([ret.return_value.config for ret in ready], max_members):
+        parts = self._parts(ready, datasets)
+        workers = worker_count(self.workers, len(parts))
+        if workers > 1:
+            self._train_in_workers(parts, workers, worker_env)
+            return returns
+        for members in parts:
+            self._train(members, datasets[_data_key(members[0].return_value)])
+            if any(_interrupted(m) for m in members):
+                _exit_stopped(Path(str(self.config.hydra.sweep.dir)))
+        return returns
+
+    def _parts(self, ready: list[JobReturn], datasets: dict[str, Any]) -> list[list[JobReturn]]:
+        """The programs to train: fused groups, cut where their members resume at different epochs
+        and, for worker processes, into even shares; the longest first (workers finish together)."""
+        from deeprun.sweeps.fusion import group_runs
+
+        groups = group_runs([ret.return_value.config for ret in ready], self.max_members)
+        workers = worker_count(self.workers, sum(len(group) for group in groups))
+        parts = []
+        for group in split_for_workers(groups, workers):
             available = [ready[i].return_value.resume_epochs or [0] for i in group]
             for part, epoch in resume_parts(available):
                 for i in part:
                     ready[group[i]].return_value.resume_epoch = epoch
-                members = [ready[group[i]] for i in part]
-                self._train(members, datasets[_data_key(members[0].return_value)])
-                if any(
-                    isinstance(m.return_value, dict) and m.return_value.get("status") == "interrupted" for m in members
-                ):
-                    _exit_stopped(Path(str(self.config.hydra.sweep.dir)))
-        return returns
+                parts.append([ready[group[i]] for i in part])
+        if workers == 1:
+            return parts
+        return sorted(parts, key=lambda part: -len(part) * part[0].return_value.settings.trainer.epochs)
+
+    def _train_in_workers(self, parts: list[list[JobReturn]], workers: int, env: dict[str, str]) -> None:
+        """Train the parts in ``workers`` processes; a part whose worker failed is recorded as failed."""
+        from deeprun.commands.worker import INTERRUPTED, NOT_STARTED, WorkerPool, worker_environment
+
+        threads = threads_per_job(workers) if self.worker_threads == "share" else None
+        pool_env = worker_environment(env, threads, gpu_memory_fraction(workers))
+        log.info(f"Training {len(parts)} programs in {workers} worker processes")
+        pool = WorkerPool(workers, pool_env, self.batched)
+        labels = [",".join(f"#{m.hydra_cfg.hydra.job.num}" for m in part) for part in parts]
+        for index, outcome in pool.run([[m.return_value for m in part] for part in parts], labels):
+            for ret in parts[index]:
+                if outcome in (NOT_STARTED, INTERRUPTED):
+                    ret.return_value = {"status": "interrupted"}
+                elif isinstance(outcome, Exception):
+                    run = ret.return_value
+                    _record_failure(ret, run.run_dir, run.settings.name, outcome)
+            if isinstance(outcome, list):
+                for ret, summary in zip(parts[index], outcome, strict=True):
+                    ret.return_value = summary
+        if pool.signal is not None or any(_interrupted(m) for part in parts for m in part):
+            _exit_stopped(Path(str(self.config.hydra.sweep.dir)))
 
     def _train(self, group: list[JobReturn], dataset: Any) -> None:
         """Train one group; each job's return value becomes its summary (a failed one's, if it fails)."""
@@ -118,6 +170,10 @@ class FusedLauncher(Launcher):
             return
         for ret, summary in zip(group, summaries, strict=True):
             ret.return_value = summary
+
+
+def _interrupted(ret: JobReturn) -> bool:
+    return isinstance(ret.return_value, dict) and ret.return_value.get("status") == "interrupted"
 
 
 def _exit_stopped(sweep_dir: Path) -> None:
