@@ -22,7 +22,8 @@ steady epoch time to deeprun's. Implementations alternate round-robin (order rot
 change in machine load hits all of them alike.
 
 Then the fused launcher's modes on a sweep of ``--sweep-seeds`` seeds (``sweep.py``): the default
-(bitwise the numbers of each job alone), ``batched`` (vmap) and one by one.
+(worker processes, bitwise the numbers of each job alone), in one process, ``batched`` (vmap), one by
+one, and the Keras peer run once per seed.
 
 Writes ``<out>/latest.json`` (everything, with every run's raw numbers and the machine) and
 ``<out>/latest.md`` (the tables, also printed).
@@ -680,8 +681,16 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
                     save(partial=True)
     if args.sweep_seeds > 0:
         log(f"the fused launcher's modes: {args.sweep_seeds} seeds x {args.sweep_epochs} epochs ...")
+        keras = IMPLEMENTATIONS["keras"]
+        peer_argv = [sys.executable, *keras.argv, *(["--data", str(data_dir)] if data_dir is not None else [])]
         report["sweep"] = run_sweeps(
-            run_process, args.sweep_seeds, args.sweep_epochs, args.batch_sizes[0], args.repeats, args.timeout
+            run_process,
+            args.sweep_seeds,
+            args.sweep_epochs,
+            args.batch_sizes[0],
+            args.repeats,
+            args.timeout,
+            peer_argv=peer_argv if importlib.util.find_spec("keras") else None,
         )
     measure_matmul("end")
     report["loadavg_end"] = list(os.getloadavg())

@@ -20,6 +20,9 @@ def pytest_configure(config):
     tests' programs are tiny, so compiling them is most of their time (measured: the one-epoch option
     tests take 65 s instead of 114 s). Every comparison a test makes is between runs under the same flags,
     or against a formula with a tolerance."""
+    from deeprun.runs.environment import pin_cpu_threads
+
+    pin_cpu_threads()  # as the commands do: in-process runs and the worker processes they start alike
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()

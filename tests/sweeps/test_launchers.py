@@ -232,17 +232,28 @@ def test_threads_and_gpu_share_per_job(n_jobs, cpus, jobs, threads, fraction):
 
 
 @pytest.mark.parametrize(
-    "workers,tasks,cpus,expected",
-    [("auto", 5, 2, 2), ("auto", 1, 16, 1), ("auto", 40, 16, 16), (3, 5, 2, 3), (4, 2, 16, 2), (1, 9, 16, 1)],
+    "workers,tasks,cpus,threads,expected",
+    [
+        ("auto", 5, 2, 1, 2),
+        ("auto", 1, 16, 1, 1),
+        ("auto", 40, 16, 1, 16),
+        ("auto", 40, 16, 4, 4),  # PJRT_NPROC=4: a run's threads, so 16 // 4 workers
+        ("auto", 40, 2, 4, 1),
+        (3, 5, 2, 1, 3),
+        (4, 2, 16, 1, 2),
+        (1, 9, 16, 1, 1),
+    ],
 )
-def test_worker_count_is_one_per_cpu_or_as_set_never_more_than_the_programs(workers, tasks, cpus, expected):
-    assert worker_count(workers, tasks, cpus) == expected
+def test_worker_count_is_cpus_over_a_runs_threads_or_as_set_never_more_than_the_programs(
+    workers, tasks, cpus, threads, expected
+):
+    assert worker_count(workers, tasks, cpus, threads) == expected
 
 
 @pytest.mark.parametrize("workers", [0, -1, "many", True])
 def test_a_bad_worker_count_is_a_config_error(workers):
     with pytest.raises(ConfigError, match="hydra.launcher.workers must be"):
-        worker_count(workers, 4, 2)
+        worker_count(workers, 4, 2, 1)
 
 
 def test_fused_groups_are_cut_into_even_shares_for_the_workers():

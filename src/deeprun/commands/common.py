@@ -126,9 +126,10 @@ def run_hydra_app(app: Callable[[], Any], program: str, show: Callable[[list[str
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from deeprun.runs.environment import record_command_line
+    from deeprun.runs.environment import pin_cpu_threads, record_command_line
     from deeprun.runs.ownership import release_all
 
+    pin_cpu_threads()
     record_command_line(sys.argv)
     try:
         sys.argv[1:] = field_overrides(sys.argv[1:])

@@ -4,9 +4,8 @@ The parent (the sweep's process) has made and validated every job's folder; it h
 part of a fused group (each job's config, folder and resume point, from which the worker validates
 its :class:`deeprun.commands.run.PreparedRun` again) and gets the jobs' summaries back. A worker is ``python -m deeprun.commands.worker TASK RESULT``:
 
-- it trains with the XLA CPU threads a lone run has (``worker_threads: same``, the default: XLA's CPU
-  matmuls block their sums by thread count, so a share would change the numbers; see
-  ``conf/hydra/launcher/fused.yaml``) or its share (``share``: faster, numbers to float rounding);
+- it trains with the XLA CPU threads a lone run has (``PJRT_NPROC``, inherited: XLA's CPU matmuls sum
+  in blocks sized by the thread count, so another count would change the numbers);
 - it runs in its own session: the parent is the one process a Ctrl-C or SIGTERM reaches, and it forwards
   each signal to every worker (the first: stop after the epoch; a second: at once); a worker whose parent
   dies stops after its epoch as if told to;
@@ -135,16 +134,14 @@ def _outcome(worker: _Worker) -> Any:
     return WorkerFailed(f"its worker process ended with exit status {worker.process.returncode} before finishing")
 
 
-def worker_environment(base: dict[str, str], threads: int | None, gpu_memory_fraction: float) -> dict[str, str]:
-    """The workers' environment: ``base`` (the sweep process's as it started), ``sys.path`` as
-    ``PYTHONPATH`` (plugins found from the current folder stay importable), the GPU memory share and,
-    when given, the CPU threads."""
+def worker_environment(base: dict[str, str], gpu_memory_fraction: float) -> dict[str, str]:
+    """The workers' environment: ``base`` (the sweep process's as it started: its ``PJRT_NPROC``
+    included), ``sys.path`` as ``PYTHONPATH`` (plugins found from the current folder stay importable)
+    and each worker's share of a GPU's memory."""
     from deeprun.commands.console import console
 
     # The lines are relayed with a label: the worker's console is as wide as this one's, less the label.
     env = dict(base, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), COLUMNS=str(max(console.width - 12, 60)))
-    if threads is not None:
-        env["PJRT_NPROC"] = str(threads)
     env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(gpu_memory_fraction)
     return env
 

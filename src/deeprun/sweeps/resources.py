@@ -14,9 +14,10 @@ where ``jobs`` reads ``n_jobs`` as joblib does (``-1``: one job per CPU, ``-2``:
 ``cpus`` counts the CPUs this process may run on (fewer than the machine's under Slurm or ``taskset``).
 Every run's ``summary.json`` records what its process saw (:mod:`deeprun.runs.environment`).
 
-The fused launcher's own worker processes (``hydra.launcher.workers``) keep a lone run's threads by
-default (``worker_threads: same``): XLA's CPU matmuls split their sums by thread count, so a share
-changes a run's numbers in their last bits, and a job's numbers must not depend on where it ran.
+The fused launcher's own worker processes (``hydra.launcher.workers``) have a lone run's CPU threads
+(:data:`deeprun.runs.environment.DEFAULT_CPU_THREADS`, or ``PJRT_NPROC``): XLA's CPU matmuls sum in blocks
+sized by the thread count, so a job's numbers would otherwise depend on where it ran; ``auto`` starts
+``cpus // threads`` of them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 
 from deeprun.registry import ConfigError
-from deeprun.runs.environment import usable_cpus
+from deeprun.runs.environment import pin_cpu_threads, usable_cpus
 
 JAX_DEFAULT_MEM_FRACTION = 0.75
 SHARED_GPU_BUDGET = 0.9
@@ -55,12 +56,13 @@ def gpu_memory_fraction(n_jobs: int, cpus: int | None = None) -> float:
     return math.floor(round(share * 100, 6)) / 100  # round first: 0.9 / 90 * 100 is 0.99999...
 
 
-def worker_count(workers: int | str, tasks: int, cpus: int | None = None) -> int:
-    """How many worker processes the fused launcher starts for ``tasks`` groups: ``workers`` itself, or
-    for ``"auto"`` one per usable CPU, and never more than there are tasks (1: train in this process)."""
+def worker_count(workers: int | str, tasks: int, cpus: int | None = None, threads: int | None = None) -> int:
+    """How many worker processes the fused launcher starts for ``tasks`` programs: ``workers`` itself,
+    or for ``"auto"`` ``max(1, cpus // threads)`` (a run's XLA CPU threads, ``PJRT_NPROC``), and never
+    more than there are tasks (1: train in this process)."""
     cpus = usable_cpus() if cpus is None else cpus
     if workers == "auto":
-        wanted = cpus
+        wanted = max(1, cpus // (pin_cpu_threads() if threads is None else threads))
     elif isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
         wanted = workers
     else:

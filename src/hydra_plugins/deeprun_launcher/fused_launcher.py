@@ -25,7 +25,7 @@ from omegaconf import DictConfig, open_dict
 
 from deeprun.registry import ConfigError
 from deeprun.sweeps.continuation import resume_parts
-from deeprun.sweeps.resources import gpu_memory_fraction, split_for_workers, threads_per_job, worker_count
+from deeprun.sweeps.resources import gpu_memory_fraction, split_for_workers, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,10 @@ log = logging.getLogger(__name__)
 class FusedLauncher(Launcher):
     """Configured by ``conf/hydra/launcher/fused.yaml``; ``max_members: 1`` trains every job alone;
     ``batched: true`` trains a group's members under ``jax.vmap`` (faster; numbers to float tolerance);
-    ``workers``: processes training groups side by side (``auto``: one per CPU), ``worker_threads``:
-    their XLA CPU threads (``same`` as a lone run: the same numbers; ``share``: faster, to float rounding)."""
+    ``workers``: processes training programs side by side (``auto``: one per ``PJRT_NPROC`` CPUs)."""
 
-    def __init__(
-        self, max_members: int = 32, batched: bool = False, workers: int | str = "auto", worker_threads: str = "same"
-    ) -> None:
-        if worker_threads not in ("same", "share"):
-            raise ConfigError(f"hydra.launcher.worker_threads must be same or share (got {worker_threads!r})")
-        self.max_members, self.batched = max_members, batched
-        self.workers, self.worker_threads = workers, worker_threads
+    def __init__(self, max_members: int = 32, batched: bool = False, workers: int | str = "auto") -> None:
+        self.max_members, self.batched, self.workers = max_members, batched, workers
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -138,8 +132,7 @@ class FusedLauncher(Launcher):
         """Train the parts in ``workers`` processes; a part whose worker failed is recorded as failed."""
         from deeprun.commands.worker import INTERRUPTED, NOT_STARTED, WorkerPool, worker_environment
 
-        threads = threads_per_job(workers) if self.worker_threads == "share" else None
-        pool_env = worker_environment(env, threads, gpu_memory_fraction(workers))
+        pool_env = worker_environment(env, gpu_memory_fraction(workers))
         log.info(f"Training {len(parts)} programs in {workers} worker processes")
         pool = WorkerPool(workers, pool_env, self.batched)
         labels = [",".join(f"#{m.hydra_cfg.hydra.job.num}" for m in part) for part in parts]
