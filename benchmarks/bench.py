@@ -6,6 +6,7 @@ are its own):
 * ``deeprun``       the real ``deeprun`` CLI (``python -m deeprun.commands.run``): one compiled XLA program per epoch;
                     its persistent compilation cache off, so every process compiles, like the peers
 * ``deeprun_cached`` the same with deeprun's default persistent compilation cache, warmed by untimed runs
+* ``jax_scan``      the reference floor: a hand-written jit + lax.scan epoch, no validation (peers/jax_scan.py)
 * ``keras``         Keras 3 on JAX, ``model.fit`` with default settings          (peers/keras_jax.py)
 * ``keras_spe100``  the same with ``steps_per_execution=100``                    (peers/keras_jax.py)
 * ``torch``         a plain PyTorch loop on the CPU                              (peers/torch_loop.py)
@@ -89,6 +90,9 @@ IMPLEMENTATIONS = {
     for impl in (
         Implementation("deeprun", "deeprun (CLI), no compilation cache", "deeprun", (CACHE_OVERRIDE,)),
         Implementation("deeprun_cached", "deeprun (CLI), warm compilation cache", "deeprun"),
+        Implementation(
+            "jax_scan", "bare jit + lax.scan loop (reference, no validation)", "peer", (str(PEERS / "jax_scan.py"),)
+        ),
         Implementation("keras", "Keras 3 / JAX, fit() defaults", "peer", (str(PEERS / "keras_jax.py"),)),
         Implementation(
             "keras_spe100",

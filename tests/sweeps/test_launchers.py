@@ -250,6 +250,12 @@ def test_worker_count_is_cpus_over_a_runs_threads_or_as_set_never_more_than_the_
     assert worker_count(workers, tasks, cpus, threads) == expected
 
 
+@pytest.mark.parametrize("steps,expected", [(0, 1), (4999, 1), (10_000, 2), (41_256, 8), (10**6, 16)])
+def test_auto_starts_no_more_workers_than_the_sweeps_steps_keep_busy(steps, expected):
+    assert worker_count("auto", 40, 16, 1, steps) == expected
+    assert worker_count(3, 40, 16, 1, steps) == 3  # a number given is that number
+
+
 @pytest.mark.parametrize("workers", [0, -1, "many", True])
 def test_a_bad_worker_count_is_a_config_error(workers):
     with pytest.raises(ConfigError, match="hydra.launcher.workers must be"):

@@ -111,11 +111,11 @@ def mc_dropout(run_dir: Path, options: EvalOptions) -> dict[str, Any]:
         dropout = run.settings.regularization.dropout
         keys = jax.random.split(jax.random.key(options.seed), options.mc_samples)
 
-        @jax.jit
         def sample(key):
             return probabilities(graphdef, state, x, head, key=key, dropout=dropout, chunk=options.chunk)
 
-        stats = mc_statistics(np.stack([np.asarray(sample(key)) for key in keys]))
+        # One program for every pass (the pass traced once, mapped over the keys), read back once.
+        stats = mc_statistics(np.asarray(jax.jit(lambda keys: jax.lax.map(sample, keys))(keys)))
         mc_correct = stats.predicted == y
         curves["mc_dropout"] = reliability_bins(stats.mean, y, options.bins)
         report.update(

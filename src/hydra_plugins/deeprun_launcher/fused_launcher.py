@@ -100,7 +100,8 @@ class FusedLauncher(Launcher):
         datasets = _datasets([ret.return_value for ret in pending])
         ready = [ret for ret in pending if _resume_point_readable(ret, datasets)]
         parts = self._parts(ready, datasets)
-        workers = worker_count(self.workers, len(parts))
+        steps = sum(_training_steps(ret.return_value, datasets) for ret in ready)
+        workers = worker_count(self.workers, len(parts), steps=steps)
         if workers > 1:
             self._train_in_workers(parts, workers, worker_env)
             return returns
@@ -116,7 +117,8 @@ class FusedLauncher(Launcher):
         from deeprun.sweeps.fusion import group_runs
 
         groups = group_runs([ret.return_value.config for ret in ready], self.max_members)
-        workers = worker_count(self.workers, sum(len(group) for group in groups))
+        steps = sum(_training_steps(ret.return_value, datasets) for ret in ready)
+        workers = worker_count(self.workers, sum(len(group) for group in groups), steps=steps)
         parts = []
         for group in split_for_workers(groups, workers):
             available = [ready[i].return_value.resume_epochs or [0] for i in group]
@@ -163,6 +165,16 @@ class FusedLauncher(Launcher):
             return
         for ret, summary in zip(group, summaries, strict=True):
             ret.return_value = summary
+
+
+def _training_steps(run: Any, datasets: dict[str, Any]) -> int:
+    """A job's optimizer steps (0 when its data cannot be loaded): the workload that sizes the workers."""
+    from deeprun.training.trainer import steps_per_epoch
+
+    dataset, trainer = datasets[_data_key(run)], run.settings.trainer
+    if isinstance(dataset, _Unloadable):
+        return 0
+    return trainer.epochs * steps_per_epoch(len(dataset.y_train), trainer.batch_size, trainer.drop_remainder)
 
 
 def _interrupted(ret: JobReturn) -> bool:
