@@ -179,6 +179,7 @@ class Trainer:
             epoch_fn = functools.partial(self._member_loop, members)
         self.epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
         self.evaluate_fn = jax.jit(evaluate_fn)
+        self._init_programs: dict[str, Any] = {}
 
     def init(self, settings: Settings, donor: Donor | None = None) -> tuple[TrainState, Member]:
         """One run's initial state and numbers; its structure must match the trainer's settings.
@@ -202,8 +203,14 @@ class Trainer:
 
     def init_program(self, settings: Settings):
         """``key ↦ (params, batch_stats, opt_state)`` of ``settings``' model, jitted. The optimizer state
-        holds the option's default hyperparameters, which ``init`` replaces with the run's."""
-        return jax.jit(functools.partial(initial_variables, settings, self.n_features, self.n_classes, self.tx))
+        holds the option's default hyperparameters, which ``init`` replaces with the run's. One program
+        per initializer: fused members differ in nothing else that init reads, so it is traced and
+        compiled once for all of them (measured: 2.2 s per member otherwise, without the persistent cache)."""
+        key = repr(settings.initializer)
+        if key not in self._init_programs:
+            init = functools.partial(initial_variables, settings, self.n_features, self.n_classes, self.tx)
+            self._init_programs[key] = jax.jit(init)
+        return self._init_programs[key]
 
     def fresh_optimizer_state(self, state: TrainState) -> TrainState:
         """``state`` with the optimizer's statistics (moments, accumulators, step count) started again
