@@ -24,7 +24,8 @@ change in machine load hits all of them alike.
 
 Then the fused launcher's modes on a sweep of ``--sweep-seeds`` seeds (``sweep.py``): the default
 (worker processes, bitwise the numbers of each job alone), in one process, ``batched`` (vmap), one by
-one, and the Keras peer run once per seed.
+one, and the Keras peer run once per seed; then the compile time of the epoch program for the 2-layer
+MLP and the 100-layer SELU net (``compile_time.py``).
 
 Writes ``<out>/latest.json`` (everything, with every run's raw numbers and the machine) and
 ``<out>/latest.md`` (the tables, also printed).
@@ -539,6 +540,20 @@ def markdown(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def compile_time_markdown(result: dict[str, Any]) -> list[str]:
+    """The compile-time table (``compile_time.py``'s result)."""
+    lines = [
+        "## Compile time of the epoch program (persistent cache off)",
+        "",
+        "| model | trace s | compile s | total s |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, times in result["models"].items():
+        lines.append(f"| {label} | {times['trace_s']:.2f} | {times['compile_s']:.2f} | {times['total_s']:.2f} |")
+    lines += ["", f"100-layer net / 2-layer MLP: {result['ratio']:.2f}×"]
+    return lines
+
+
 def default_implementations() -> list[str]:
     keys = list(IMPLEMENTATIONS)
     if not deeprun_has_compilation_cache():  # then deeprun_cached would be the same as deeprun
@@ -568,6 +583,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="folder for latest.json and latest.md")
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the square matmul peak")
     parser.add_argument("--no-matmul", action="store_true", help="skip the matmul measurements")
+    parser.add_argument("--no-compile-time", action="store_true", help="skip the deep net's compile time")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a process is killed")
     parser.add_argument("--sweep-seeds", type=int, default=8, help="seeds of the launcher-mode sweep (0 skips it)")
     parser.add_argument("--sweep-epochs", type=int, default=2, help="epochs of each job of that sweep")
@@ -696,6 +712,10 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
             args.timeout,
             peer_argv=peer_argv if importlib.util.find_spec("keras") else None,
         )
+    if not args.no_compile_time:
+        log("compile time of the epoch program: 2-layer MLP vs the 100-layer SELU net ...")
+        proc = run_process([sys.executable, str(BENCH_DIR / "compile_time.py")], args.timeout)
+        report["compile_time"] = last_json_line(proc["stdout"]) if proc["returncode"] == 0 else None
     measure_matmul("end")
     report["loadavg_end"] = list(os.getloadavg())
     report["duration_s"] = (dt.datetime.now().astimezone() - started).total_seconds()
@@ -707,6 +727,8 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
             + "\n".join(sweep_markdown(report["sweep"], args.sweep_seeds, args.sweep_epochs, args.batch_sizes[0]))
             + "\n"
         )
+    if report.get("compile_time"):
+        text += "\n" + "\n".join(compile_time_markdown(report["compile_time"])) + "\n"
     (args.out / "latest.md").write_text(text)
     print(text)
     log(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
