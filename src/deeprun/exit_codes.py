@@ -13,6 +13,7 @@ class ExitCode(enum.IntEnum):
     DIVERGED = 3  # NaN/inf loss
     INTERRUPTED = 130  # the shell's convention for SIGINT (128 + 2)
     TERMINATED = 143  # SIGTERM (128 + 15): what Slurm, Kubernetes and `timeout` send
+    BROKEN_PIPE = 141  # SIGPIPE (128 + 13): the reader of stdout went away (`deeprun-eval --help | head`)
 
 
 def for_signal(signum: int) -> ExitCode:

@@ -105,6 +105,11 @@ def test_deeprun_eval_command(dropout_run, tmp_path):
     assert "val accuracy" in result.stdout and "with MC dropout (3 passes)" in result.stdout
     report = json.loads((dropout_run / "mc_dropout.json").read_text())
     assert f"expected calibration error (5 bins) {report['ece']:.4f} -> {report['mc_ece']:.4f}" in result.stdout
+    assert "warning" not in result.stderr
+    plain = run("data=synthetic", "model.hidden=[8]", "trainer.epochs=1", "hydra.run.dir=plain", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    without = run("plain", "mc_samples=2", cwd=tmp_path, module="deeprun.commands.evaluate")
+    assert without.returncode == 0 and "deeprun-eval: warning: the run has no dropout layer" in without.stderr
     bad = run(str(tmp_path), cwd=tmp_path, module="deeprun.commands.evaluate")
     assert bad.returncode == 2 and "is not a deeprun run folder" in bad.stderr
 
@@ -139,7 +144,8 @@ def test_lr_finder_sweeps_rates_exponentially_and_records_each_batch(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 20
     rates = np.array([float(r["learning_rate"]) for r in rows])
-    np.testing.assert_allclose(rates, 1e-3 * (10 / 1e-3) ** (np.arange(20) / 20), rtol=1e-5)
+    np.testing.assert_allclose(rates, 1e-3 * (10 / 1e-3) ** (np.arange(20) / 19), rtol=1e-5)
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(10)  # from min_rate up to max_rate
     losses = np.array([float(r["loss"]) for r in rows])
     summary = json.loads((tmp_path / "finder/lr_finder.json").read_text())
     assert summary["suggested_max_rate"] == pytest.approx(rates[np.argmin(losses)], rel=1e-6)

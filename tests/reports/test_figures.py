@@ -119,6 +119,19 @@ def test_book_schedule_figures(tmp_path):
         assert_png(path)
 
 
+def test_lr_finder_plot_marks_the_suggested_rate():
+    rates = np.geomspace(1e-4, 1, 50)
+    losses = 2 - np.sin(np.linspace(0, 3, 50))
+    suggested = float(rates[np.argmin(losses)])
+    ax = figures.lr_finder_plot(rates, losses, suggested).axes[0]
+    vertical = [line for line in ax.get_lines() if len(set(line.get_xdata())) == 1 and line.get_linestyle() == "--"]
+    assert [float(line.get_xdata()[0]) for line in vertical] == [pytest.approx(suggested)]
+    dot = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    assert (float(dot[0].get_xdata()[0]), float(dot[0].get_ydata()[0])) == (suggested, pytest.approx(losses.min()))
+    assert "suggested max rate" in ax.get_legend().get_texts()[0].get_text()
+    assert not [line for line in figures.lr_finder_plot(rates, losses).axes[0].get_lines() if line.get_marker() == "o"]
+
+
 def test_lr_finder_figure(tmp_path):
     rates = np.geomspace(1e-4, 1, 50)
     losses = 2.3 - np.exp(-((np.log10(rates) + 2) ** 2))

@@ -195,3 +195,17 @@ def test_a_bad_job_is_recorded_as_failed_and_the_others_still_run(tmp_path):
     [table] = (tmp_path / "outputs/sweeps").rglob("sweep_summary.csv")
     with open(table) as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["completed", "failed", "completed"]
+
+
+def test_a_sweep_whose_every_job_is_bad_is_refused_and_the_corrected_command_uses_its_folder(tmp_path):
+    """A typo every job shares: one error line, exit 2, nothing left (no multirun.yaml, no job folder),
+    so the same command with the value corrected runs in the same folder."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "data=synthetic", "model.hidden=[8]", "trainer.plots=false", f"hydra.sweep.dir={sweep}")
+    bad = invoke(deeprun_main, *args, "trainer.epochs=0", "trainer.seed=1,2", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["deeprun: error: every job of the sweep: trainer.epochs must be > 0 (got 0)"]
+    assert not sweep.exists()
+    good = invoke(deeprun_main, *args, "trainer.epochs=1", "trainer.seed=1,2", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert sorted(p.parent.name for p in sweep.glob("*/summary.json")) == ["0", "1"]

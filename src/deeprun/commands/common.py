@@ -151,6 +151,8 @@ def run_hydra_app(app: Callable[[], Any], program: str, show: Callable[[list[str
         fail(str(error), program=program)
     except KeyboardInterrupt as error:
         exit_interrupted(program, error)
+    except BrokenPipeError:  # the reader of stdout went away (`--help | head`): the entry point ends quietly
+        raise
     except OSError as error:
         if JOB.started:
             raise
@@ -254,15 +256,33 @@ def one_line(message: str) -> str:
     return "; ".join(line for line in lines if "HYDRA_FULL_ERROR" not in line)
 
 
+def folder_command_help(docstring: str, options_cls: type) -> str:
+    """A command's help from its module docstring's first paragraph (``PROGRAM ARGS: what it does``) in
+    plain text, then its options with their defaults."""
+    import dataclasses
+
+    first, _, rest = docstring.strip().split("\n\n", 1)[0].replace("``", "").partition(": ")
+    lines = [f"usage: {first}", "", " ".join(rest.split()), "", "options (key=value):"]
+    for option in dataclasses.fields(options_cls):
+        if option.default is not dataclasses.MISSING:
+            value = option.default
+        elif option.default_factory is not dataclasses.MISSING:
+            value = option.default_factory()
+        else:
+            value = "(required)"
+        lines.append(f"  {option.name}={value}")
+    return "\n".join(lines)
+
+
 def run_folder_command(
     program: str, usage: str, options_cls: type[T], action: Callable[[Path, T], Any], argv: Sequence[str] | None = None
 ) -> Any:
     """The front of the commands that work on a finished run (``deeprun-eval``, ``-prune``, ``-export``):
-    ``PROGRAM RUN_DIR key=value ...``. ``-h``/``--help`` prints ``usage``; bad input (a ConfigError) ends
-    with one ``PROGRAM: error:`` line and exit 2. Returns ``action(run_dir, options)``."""
+    ``PROGRAM RUN_DIR key=value ...``. ``-h``/``--help`` prints :func:`folder_command_help`; bad input (a
+    ConfigError) ends with one ``PROGRAM: error:`` line and exit 2. Returns ``action(run_dir, options)``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print(usage)
+        print(folder_command_help(usage, options_cls))
         sys.exit(ExitCode.OK if args else ExitCode.BAD_INPUT)
     try:
         return action(Path(args[0]), options_from_tokens(options_cls, args[1:]))

@@ -54,11 +54,17 @@ class EpochProgress:
         return print_epoch
 
 
+def epochs_text(count: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
 def results_table(summary: dict[str, Any]) -> Table:
     """Final train/val metrics, the best epoch's validation metrics and the test metrics."""
     best_epoch = summary["best_epoch"]
-    table = Table(title=f"{summary['name']}: {summary['status']} after {summary['epochs_completed']} epochs")
-    for column in ("metric", "train", "val", f"best val (epoch {best_epoch})", "test"):
+    table = Table(title=f"{summary['name']}: {summary['status']} after {epochs_text(summary['epochs_completed'])}")
+    best_column = "best val" if best_epoch is None else f"best val (epoch {best_epoch})"
+    for column in ("metric", "train", "val", best_column, "test"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     final, best, test = summary["final"] or {}, summary["best"] or {}, summary["test"] or {}
 
@@ -75,9 +81,10 @@ def results_table(summary: dict[str, Any]) -> Table:
         )
     params = summary["params"]
     steady = summary["steady_epoch_time_s"]
+    # Two lines, each under 80 columns: Rich would otherwise wrap one long caption mid-phrase.
     table.caption = (
-        f"{params['total']:,} params ({params['trainable']:,} trainable) · compile {summary['compile_time_s']:.1f}s"
-        f" · steady epoch {f'{steady:.2f}s' if steady else 'n/a'}"
+        f"{params['total']:,} params ({params['trainable']:,} trainable)\n"
+        f"compile {summary['compile_time_s']:.1f}s · steady epoch {f'{steady:.2f}s' if steady else 'n/a'}"
     )
     return table
 
@@ -85,7 +92,7 @@ def results_table(summary: dict[str, Any]) -> Table:
 def summary_line(label: str, summary: dict[str, Any]) -> str:
     """One line per run of a fused group: status, final validation and test accuracy."""
     final, test = summary["final"] or {}, summary["test"] or {}
-    parts = [f"[{label}] {summary['status']} after {summary['epochs_completed']} epochs"]
+    parts = [f"[{label}] {summary['status']} after {epochs_text(summary['epochs_completed'])}"]
     if "val/accuracy" in final:
         parts.append(f"val_acc {final['val/accuracy']:.4f}")
     if "accuracy" in test:

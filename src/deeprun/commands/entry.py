@@ -9,16 +9,21 @@ import os
 import sys
 
 from deeprun.commands.common import JOB, exit_interrupted, interrupt_at_once
+from deeprun.exit_codes import ExitCode
 
 
 def _main(command: str, program: str) -> None:
     interrupt_at_once()
     try:
         status = importlib.import_module(f"deeprun.commands.{command}").main()
+        sys.stdout.flush()  # here, where a closed pipe can still be handled (not at the interpreter's exit)
         if isinstance(status, int):  # a command that returns its exit status (deeprun-report)
             sys.exit(status)
     except KeyboardInterrupt as error:  # while importing: nothing was made yet
         exit_interrupted(program, error)
+    except BrokenPipeError:  # the reader went away (`deeprun-eval --help | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(ExitCode.BROKEN_PIPE)
     except SystemExit as exit_:
         if JOB.stuck_writers:
             # A failed checkpoint write leaves orbax's writer threads stuck on the full or read-only disk;

@@ -6,12 +6,20 @@ What it computes and writes: ``deeprun.reports.mc_dropout``.
 
 from __future__ import annotations
 
+import sys
+
 from deeprun.commands.common import run_folder_command
 from deeprun.reports.mc_dropout import EvalOptions, mc_dropout
 
 
 def main(argv: list[str] | None = None) -> None:
     report = run_folder_command("deeprun-eval", __doc__, EvalOptions, mc_dropout, argv)
+    if report.get("has_dropout") is False:
+        print(
+            "deeprun-eval: warning: the run has no dropout layer, so every MC dropout pass is the same "
+            "deterministic pass (train it with regularizer=dropout or regularizer=alpha_dropout)",
+            file=sys.stderr,
+        )
     line = f"{report['split']} accuracy {report['accuracy']:.4f}"
     if "mc_accuracy" in report:
         line += f" -> {report['mc_accuracy']:.4f} with MC dropout ({report['mc_samples']} passes)"

@@ -1,8 +1,8 @@
 """``deeprun-lr-finder [overrides]``: the book's learning-rate finder as its own task.
 
 It trains one epoch of the configured model while the rate grows exponentially from ``min_rate`` to
-``max_rate`` (η_i = min·(max/min)^(i/iterations), i.e. multiplied by a constant factor after each
-batch), records each batch's loss, and suggests as maximum rate the rate at the lowest loss, the bottom of the curve where
+``max_rate`` (η_i = min·(max/min)^(i/(iterations−1)) for batches i = 0 … iterations−1, i.e. multiplied by
+a constant factor after each batch, the last at ``max_rate``), records each batch's loss, and suggests as maximum rate the rate at the lowest loss, the bottom of the curve where
 the book reads its max rate (≈ 1e-1 on Fashion-MNIST), just before the loss climbs. The weights are
 not kept. Writes
 ``lr_finder.csv``, ``lr_finder.json`` and ``lr_finder.png`` to ``outputs/lr_finder/<name>/<time>/``.
@@ -65,7 +65,7 @@ def _main(cfg: DictConfig) -> None:
     )
     from deeprun.reports.figures import lr_finder_figure
 
-    lr_finder_figure(rates, losses, run_dir / "lr_finder.png")
+    lr_finder_figure(rates, losses, run_dir / "lr_finder.png", suggested=suggestion)
     console.print(
         f"LR finder: {len(losses)} batches, rate {rates[0]:.3g} → {rates[-1]:.3g}; epoch loss "
         f"{result.history[0]['train/loss']:.4f}, lowest batch loss {np.nanmin(losses):.4f} at rate "

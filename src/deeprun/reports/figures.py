@@ -290,9 +290,15 @@ def _floats(values: Any) -> np.ndarray:
     return np.asarray([math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
-def lr_finder_figure(rates: ArrayLike, losses: ArrayLike, path: Path) -> Path:
+def lr_finder_figure(rates: ArrayLike, losses: ArrayLike, path: Path, suggested: float | None = None) -> Path:
+    """:func:`lr_finder_plot` written to ``path``."""
+    return write_figure(lr_finder_plot(rates, losses, suggested), path)
+
+
+def lr_finder_plot(rates: ArrayLike, losses: ArrayLike, suggested: float | None = None) -> Figure:
     """Loss vs learning rate (log x) of an LR-finder sweep, a horizontal line at the minimum loss and
-    y ∈ [0, losses[0] + min(losses)], as in the book."""
+    y ∈ [0, losses[0] + min(losses)], as in the book; ``suggested``: a dashed vertical line and a dot at
+    the suggested max rate."""
     rates, losses = _floats(rates), _floats(losses)
     if len(rates) != len(losses) or len(rates) == 0:
         raise ValueError(f"need as many losses as rates, at least one (got {len(rates)} and {len(losses)})")
@@ -307,11 +313,16 @@ def lr_finder_figure(rates: ArrayLike, losses: ArrayLike, path: Path) -> Path:
         ax.hlines(min_loss, rates.min(), rates.max(), color="k")
         top = (losses[0] if np.isfinite(losses[0]) else float(finite.max())) + min_loss
         ax.set_ylim(0, top if top > 0 else 1)
+    if suggested is not None:
+        ax.axvline(suggested, color="r", linestyle="--", label=f"suggested max rate {suggested:.3g}")
+        at = int(np.argmin(np.abs(np.log(rates) - np.log(suggested))))
+        ax.plot([rates[at]], [losses[at]], "ro")
+        ax.legend(loc="upper left")
     ax.set_xlabel("Learning rate")
     ax.set_ylabel("Loss")
     ax.grid(True)
     fig.tight_layout()
-    return write_figure(fig, path)
+    return fig
 
 
 def optimizer_curves_figure(

@@ -23,7 +23,8 @@ def finder_config(config: dict[str, Any], n_train: int) -> dict[str, Any]:
         "name": "exponential",
         "initial_lr": min_rate,
         "decay_rate": max_rate / min_rate,
-        "decay_steps": iterations,
+        # Steps 0 … iterations-1: the last batch trains at max_rate itself.
+        "decay_steps": max(iterations - 1, 1),
         "staircase": False,
         "unit": "step",
     }

@@ -88,14 +88,11 @@ class FusedLauncher(Launcher):
             )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
+        _reject_if_every_job_is_bad(returns)
         for ret in returns:
-            if ret.status == JobStatus.FAILED:  # invalid job: recorded in its folder, the others still run
-                try:
-                    _ = ret.return_value  # a failed job's return_value raises its error
-                except Exception as error:
-                    _record_failure(
-                        ret, Path(ret.hydra_cfg.hydra.runtime.output_dir), str(ret.cfg.get("name", "")), error
-                    )
+            error = _job_error(ret)
+            if error is not None:  # invalid job: recorded in its folder, the others still run
+                _record_failure(ret, Path(ret.hydra_cfg.hydra.runtime.output_dir), str(ret.cfg.get("name", "")), error)
         pending = [ret for ret in returns if isinstance(ret.return_value, PreparedRun)]
         datasets = _datasets([ret.return_value for ret in pending])
         ready = [ret for ret in pending if _resume_point_readable(ret, datasets)]
@@ -165,6 +162,33 @@ class FusedLauncher(Launcher):
             return
         for ret, summary in zip(group, summaries, strict=True):
             ret.return_value = summary
+
+
+def _job_error(ret: JobReturn) -> BaseException | None:
+    """The error a job's validation raised, or None. Read from the field: Hydra's ``return_value``
+    property would log a line of its own before raising it."""
+    return ret._return_value if ret.status == JobStatus.FAILED else None
+
+
+def _reject_if_every_job_is_bad(returns: Sequence[JobReturn]) -> None:
+    """Bad input in every job (a typo shared by the whole sweep): the sweep is refused as a single run
+    is, with one ``deeprun: error:`` line and exit 2, and what it made removed (the jobs' ``.hydra/``
+    folders, then the sweep folder), so the corrected command can use the same folder. A sweep with
+    some valid jobs records the bad ones as failed and trains the others."""
+    import shutil
+
+    from deeprun.commands.common import fail
+    from deeprun.runs.ownership import SCAFFOLDING
+
+    errors = [_job_error(ret) for ret in returns]
+    if not errors or not all(isinstance(error, ConfigError) for error in errors):
+        return
+    for ret in returns:
+        job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        if job_dir.is_dir() and {p.name for p in job_dir.iterdir()} <= SCAFFOLDING:
+            shutil.rmtree(job_dir)
+    where = "every job" if len(returns) > 1 else "the job"
+    fail(f"{where} of the sweep: {errors[0]}")
 
 
 def _training_steps(run: Any, datasets: dict[str, Any]) -> int:
