@@ -44,7 +44,7 @@ def test_prune_kernel_zeroes_only_weights_below_the_threshold():
 def test_sparsity_is_the_fraction_of_weights_below_the_threshold(l1_run):
     original = kernels(l1_run)
     threshold = float(np.median(np.abs(np.concatenate([k.ravel() for k in original.values()]))))
-    report = prune_run(l1_run, PruneOptions(threshold=threshold))
+    report = prune_run(l1_run, PruneOptions(threshold=threshold, overwrite=True))
     for layer in report["layers"]:
         kernel = original[layer["name"]]
         assert layer["shape"] == list(kernel.shape)
@@ -71,7 +71,7 @@ def test_sparsity_is_the_fraction_of_weights_below_the_threshold(l1_run):
 
 
 def test_threshold_zero_changes_nothing_and_counts_exact_zeros(l1_run):
-    prune_run(l1_run, PruneOptions(threshold=0.05))  # makes l1_run/pruned, with exact zeros
+    prune_run(l1_run, PruneOptions(threshold=0.05, overwrite=True))  # makes l1_run/pruned, with exact zeros
     zeros = kernels(l1_run / "pruned")
     expected = sum(np.sum(k == 0) for k in zeros.values()) / sum(k.size for k in zeros.values())
     assert expected > 0
@@ -83,10 +83,32 @@ def test_threshold_zero_changes_nothing_and_counts_exact_zeros(l1_run):
 
 
 def test_deeprun_prune_command(l1_run, tmp_path):
-    result = run(str(l1_run), "threshold=1e-2", "save=false", cwd=tmp_path, module="deeprun.commands.prune")
+    result = run(
+        str(l1_run), "threshold=1e-2", "save=false", "overwrite=true", cwd=tmp_path, module="deeprun.commands.prune"
+    )
     assert result.returncode == 0, result.stderr
     assert "pruned |w| < 0.01" in result.stdout and "hidden_1" in result.stdout and "accuracy after" in result.stdout
     assert json.loads((l1_run / "prune.json").read_text())["threshold"] == 0.01
+
+
+def test_an_earlier_prune_is_kept_unless_overwrite_is_given(l1_run, tmp_path):
+    import shutil
+
+    source = shutil.copytree(l1_run, tmp_path / "run", ignore=shutil.ignore_patterns("prune.json", "pruned"))
+    first = prune_run(source, PruneOptions(threshold=0.01))
+    with pytest.raises(
+        ConfigError, match=r"already pruned at threshold 0.01 \(prune.json, pruned/\); give overwrite=true"
+    ):
+        prune_run(source, PruneOptions(threshold=0.05))
+    assert json.loads((source / "prune.json").read_text()) == first
+    again = run(str(source), "threshold=0.05", cwd=tmp_path, module="deeprun.commands.prune")
+    assert (
+        again.returncode == 2
+        and again.stderr.startswith("deeprun-prune: error:")
+        and len(again.stderr.splitlines()) == 1
+    )
+    replaced = prune_run(source, PruneOptions(threshold=0.05, overwrite=True))
+    assert json.loads((source / "prune.json").read_text()) == replaced and replaced["threshold"] == 0.05
 
 
 @pytest.mark.parametrize(

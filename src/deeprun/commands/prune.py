@@ -1,4 +1,4 @@
-"""``deeprun-prune RUN_DIR threshold=T [save=true]``: the book's sparse-model guideline — train with ℓ1
+"""``deeprun-prune RUN_DIR threshold=T [save=true] [overwrite=false]``: the book's sparse-model guideline — train with ℓ1
 (``regularizer=l1``), then zero out the tiny weights.
 
 What it computes and writes: ``deeprun.runs.prune``.

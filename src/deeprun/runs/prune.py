@@ -1,4 +1,4 @@
-"""``deeprun-prune RUN_DIR threshold=T [save=true]``: the book's sparse-model guideline — train with ℓ1
+"""``deeprun-prune RUN_DIR threshold=T [save=true] [overwrite=false]``: the book's sparse-model guideline — train with ℓ1
 (``regularizer=l1``), then zero out the tiny weights.
 
 Every Dense kernel (hidden and output) has its weights with |w| < T set to 0; biases, BN parameters and
@@ -12,6 +12,7 @@ checkpoint) that ``deeprun-eval`` and ``deeprun-export`` accept.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,14 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from deeprun.registry import require_non_negative
+from deeprun.registry import ConfigError, require_non_negative
 
 
 @dataclass(frozen=True)
 class PruneOptions:
     threshold: float
     save: bool = True
+    overwrite: bool = False  # replace an earlier prune of the run (prune.json, pruned/)
 
     def __post_init__(self) -> None:
         require_non_negative("threshold", self.threshold)
@@ -77,6 +79,13 @@ def prune_run(run_dir: Path, options: PruneOptions) -> dict[str, Any]:
     from deeprun.training.trainer import Trainer
 
     run = load_run(run_dir)
+    earlier = run.path / "prune.json"
+    if earlier.exists() and not options.overwrite:
+        threshold = json.loads(earlier.read_text()).get("threshold")
+        raise ConfigError(
+            f"{run.path} was already pruned at threshold {threshold} (prune.json"
+            f"{', pruned/' if (run.path / 'pruned').exists() else ''}); give overwrite=true to replace it"
+        )
     dataset = run.settings.data.load()
     trainer = Trainer(run.settings, len(dataset.y_train), run.n_features, run.n_classes)
 
