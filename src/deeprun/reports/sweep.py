@@ -352,7 +352,7 @@ def plot_sweep_final_metrics(
         if flag:
             tick.set_color("tab:red")
     ax.set_ylim(n - 0.5, -0.5)  # first job on top
-    ax.set_xlim(0, 1.1)
+    ax.set_xlim(*accuracy_span(val + test, errors))
     ax.set_xlabel("accuracy")
     ax.grid(True, axis="x", alpha=0.4)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -360,6 +360,18 @@ def plot_sweep_final_metrics(
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return write_figure(fig, path, bbox_inches="tight")
+
+
+def accuracy_span(values: Sequence[float], errors: Sequence[Any]) -> tuple[float, float]:
+    """The accuracy axis around the values (their error bars and printed labels included), not from 0:
+    0.868 against 0.878 must be told apart."""
+    spread = [e for row in errors if row is not None for e in row] or [0.0]
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.1
+    low, high = min(finite) - max(spread), max(finite) + max(spread)
+    margin = max(0.02, 0.1 * (high - low))
+    return max(0.0, low - margin), min(1.1, high + margin + 0.04)  # room for the value labels
 
 
 def write_sweep_summary(folder: Path, figures: bool = True, group_by: Sequence[str] | None = None) -> tuple[Path, Path]:

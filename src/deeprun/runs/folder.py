@@ -158,13 +158,14 @@ class RunFolder:
         if checkpoint and result.status != "diverged":
             self.save_checkpoint(result)
         if plots and result.history:
-            from deeprun.runs.plots import plot_learning_curves
+            from deeprun.runs.plots import plot_learning_curves, run_title
 
-            plot_learning_curves(result.history, self.path / "learning_curves.png", title=name)
-        if plots and any("diagnostics" in record for record in result.history):
-            from deeprun.runs.plots import plot_layer_stats
+            title = run_title(name, self.path)
+            plot_learning_curves(result.history, self.path / "learning_curves.png", title=title)
+            if any("diagnostics" in record for record in result.history):
+                from deeprun.runs.plots import plot_layer_stats
 
-            plot_layer_stats(result.history, self.path / "layer_stats.png", title=name)
+                plot_layer_stats(result.history, self.path / "layer_stats.png", title=title)
         summary = self.summary(result, name, wall_time_s)
         write_json(self.path / "summary.json", summary)
         if result.status in FINISHED:

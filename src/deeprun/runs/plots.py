@@ -14,24 +14,54 @@ from deeprun.files import write_figure
 
 
 def plot_learning_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train and validation (the book's ``pd.DataFrame(history).plot()``)."""
+    """:func:`learning_curves_plot` written to ``path``."""
+    return write_figure(learning_curves_plot(history, title), path)
+
+
+def learning_curves_plot(history: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Loss and accuracy per epoch, train and validation (the book's ``pd.DataFrame(history).plot()``),
+    on whole-epoch ticks. An epoch whose values are not finite (a diverged run) is marked by a red line
+    instead of stretching the axis to nothing."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [record["epoch"] for record in history]
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        broken = []
         for split, style in (("train", "-o"), ("val", "--s")):
-            ax.plot(
-                epochs,
-                [record[f"{split}/{metric}"] for record in history],
-                style,
-                label=f"{split} {metric}",
-                markersize=3,
-            )
+            values = [float(record.get(f"{split}/{metric}", math.nan)) for record in history]
+            broken += [epoch for epoch, value in zip(epochs, values, strict=True) if not math.isfinite(value)]
+            finite = [value if math.isfinite(value) else math.nan for value in values]
+            ax.plot(epochs, finite, style, label=f"{split} {metric}", markersize=3)
+        if broken:
+            ax.axvline(min(broken), color="tab:red", linestyle=":", label=f"diverged (epoch {min(broken)})")
+        if all(not math.isfinite(float(record.get(f"train/{metric}", math.nan))) for record in history):
+            ax.set_ylim(0, 1)  # nothing finite to scale to
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(True)
         ax.legend()
-    return _save(fig, path, title)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def run_title(name: str, run_dir: Path, width: int = 110) -> str:
+    """A figure title saying what was run: the run's name and the overrides it was started with
+    (``.hydra/overrides.yaml``), wrapped."""
+    import textwrap
+
+    overrides_file = Path(run_dir) / ".hydra" / "overrides.yaml"
+    overrides = []
+    if overrides_file.is_file():
+        import yaml
+
+        overrides = [str(item).removeprefix("++") for item in yaml.safe_load(overrides_file.read_text()) or []]
+    text = f"{name}: {' '.join(overrides)}" if overrides else name
+    return "\n".join(textwrap.wrap(text, width)) or name
 
 
 def plot_layer_stats(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
