@@ -40,6 +40,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The metrics shown, under short names (the files keep every column).
+SHOWN_METRICS = {"status": "status", "final_val_accuracy": "val_acc", "test_accuracy": "test_acc"}
+
+
+def varying_table(csv_path: Path, title: str):
+    """The sweep summary as a Rich table that fits a terminal: the job, the config fields that tell
+    its runs apart (the CSV's columns before ``overrides``: the swept ones), status, validation and test
+    accuracy."""
+    import csv
+
+    from rich.table import Table
+
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows, header = list(reader), list(reader.fieldnames or [])
+    swept = header[1 : header.index("overrides")] if "overrides" in header else []
+    table = Table(title=title, title_justify="left")
+    table.add_column("job", no_wrap=True)
+    for name in swept:
+        table.add_column(name, justify="right", overflow="fold")
+    for name, label in SHOWN_METRICS.items():
+        table.add_column(label, justify="left" if name == "status" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(row["job"], *(_cell(row, name) for name in (*swept, *SHOWN_METRICS)))
+    return table
+
+
+def _cell(row: dict[str, str], name: str) -> str:
+    value = row[name]
+    if name == "status" and row.get("diverged_epoch"):
+        return f"{value} (epoch {row['diverged_epoch']})"
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.4f}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from deeprun.reports.book import EXPERIMENTS
@@ -66,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         written: list[Path] = []
         if collect_runs(folder):
             csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures, group_by=args.group_by)
-            print(md_path.read_text(), end="")
+            from deeprun.commands.console import console
+
+            console.print(varying_table(csv_path, f"{folder} (every column: {md_path.name}, {csv_path.name})"))
             written = [csv_path, md_path, *[folder / GROUPS_CSV] * (folder / GROUPS_CSV).is_file()]
             if not args.no_figures:
                 written += [folder / CURVES_PNG, folder / FINAL_PNG]
