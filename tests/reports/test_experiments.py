@@ -96,6 +96,27 @@ def test_report_compares_with_the_book_and_flags_what_is_out_of_tolerance(tmp_pa
     assert "6 of 8 numbers within tolerance (0 missing)." in text
 
 
+def test_runs_not_trained_as_the_book_are_marked_not_within(tmp_path):
+    """``--book batchnorm`` on runs of another setup (1 epoch instead of 2): close numbers, yet every
+    row says which field differs and none counts as within."""
+    import yaml
+
+    close = {"train/loss": 0.41, "train/accuracy": 0.856, "val/loss": 0.37, "val/accuracy": 0.866}
+    for job, epochs in (("0", 2), ("1", 1)):
+        fake_run(tmp_path, job, ["normalization=batchnorm", f"trainer.seed={job}"], close)
+        config = {
+            "data": {"name": "fashion_mnist"},
+            "model": {"name": "mlp", "hidden": [300, 100]},
+            "optimizer": {"name": "sgd"},
+            "trainer": {"epochs": epochs},
+        }
+        (tmp_path / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [r for r in compare(EXPERIMENTS["batchnorm"], tmp_path) if r["run"].startswith("BN after")]
+    assert rows and all(r["within"] is False and r["setup"] == "1: trainer.epochs is 1, not 2" for r in rows)
+    text = write_book_report("batchnorm", tmp_path).read_text()
+    assert "**no**: not the book's setup (1: trainer.epochs is 1, not 2)" in text
+
+
 def test_rows_are_judged_on_the_seeds_spread(tmp_path):
     """Three seeds: mean ± std and the range; the book's number inside the range widened by the
     tolerance is within, even when the mean alone is not; outside it is not."""

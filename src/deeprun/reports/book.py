@@ -40,6 +40,9 @@ class BookExperiment:
     result_file: str | None = None  # read the numbers from this JSON in the run folder (task outputs)
     # Two runs' match tokens compared seed by seed (``trainer.seed``) on their test metrics.
     paired: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # ``field=value`` pairs of the saved config that every compared run must have: the book's setup. A
+    # run trained otherwise (fewer epochs, another model, other data) is marked, never judged within.
+    setup: tuple[str, ...] = ("data=fashion_mnist",)
 
     def margin(self, metric: str, book: float) -> float:
         """The absolute tolerance of ``metric`` around the book's value."""
@@ -75,6 +78,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
                     "BN before activation", ("normalization=batchnorm_before",), _final(0.4275, 0.8500, 0.3752, 0.8646)
                 ),
             ),
+            setup=("data=fashion_mnist", "trainer.epochs=2", "optimizer=sgd", "model.hidden=[300, 100]"),
         ),
         BookExperiment(
             "transfer",
@@ -97,6 +101,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             "(B-on-A's mean test accuracy above B's), not the digits. Each seed's B-on-A reuses the model A "
             "trained with that seed (`make ch11-transfer`: one chain per seed).",
             paired=(("name=model_B",), ("name=model_B_on_A",)),
+            setup=("data=fashion_mnist", "trainer.epochs=20", "model.hidden=[100, 100, 100]"),
         ),
         BookExperiment(
             "optimizers",
@@ -115,6 +120,12 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             notes='The notebook\'s "SGD" row was really SGD(0.001, momentum=0.9) (spec note 1), so it is the '
             "Momentum row. The book's AdamW is TensorFlow-Addons' (decay not multiplied by the lr, "
             "wd=1e-5); the sweep uses optax/Keras-3 semantics with weight_decay=0.01 (spec note 5).",
+            setup=(
+                "data=fashion_mnist",
+                "trainer.epochs=10",
+                "model.hidden=[100, 100, 100]",
+                "optimizer.learning_rate=0.001",
+            ),
         ),
         BookExperiment(
             "schedules",
@@ -140,12 +151,14 @@ EXPERIMENTS: dict[str, BookExperiment] = {
                     _final(0.2276, 0.9174, 0.3205, 0.8868),
                 ),
             ),
+            setup=("data=fashion_mnist", "trainer.epochs=25", "model.hidden=[100, 100, 100]"),
         ),
         BookExperiment(
             "1cycle",
             "1cycle scheduling (max_lr 0.1), SGD, batch 128, 25 epochs",
             "3rd ed. notebook [ml3], §3.5",
             (BookRun("1cycle", ("experiment=ch11_1cycle",), _final(0.1967, 0.9276, 0.3016, 0.8920)),),
+            setup=("data=fashion_mnist", "trainer.epochs=25", "trainer.batch_size=128", "model.hidden=[100, 100, 100]"),
         ),
         BookExperiment(
             "regularization",
@@ -160,6 +173,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
                 ),
                 BookRun("max_norm(1)", ("regularizer=max_norm",), _final(0.3169, 0.8809, 0.3907, 0.8578)),
             ),
+            setup=("data=fashion_mnist", "model.hidden=[100, 100]"),
         ),
         BookExperiment(
             "selu-vs-relu",
@@ -172,6 +186,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             notes="Deep nets are sensitive to the initial draw: compare the ordering (SELU trains, ReLU lags) "
             "more than the digits.",
             tolerance={"accuracy": 0.05, "loss": 0.30},
+            setup=("data=fashion_mnist", "model=deep_mlp", "model.depth=100", "model.width=100", "trainer.epochs=5"),
         ),
         BookExperiment(
             "cifar10",
@@ -206,6 +221,7 @@ EXPERIMENTS: dict[str, BookExperiment] = {
             ),
             notes="The book's \"valid eval\" follows EarlyStopping(restore_best_weights=True): our best epoch's "
             "validation metrics.",
+            setup=("data=cifar10",),
         ),
         BookExperiment(
             "lr-finder",
@@ -258,6 +274,7 @@ def compare(experiment: BookExperiment, folder: Path) -> list[dict]:
     rows = []
     for book_run in experiment.runs:
         matches = [run for run in runs if set(book_run.match) <= _job_overrides(run)]
+        differences = [d for run in matches for d in setup_differences(experiment, run)]
         for metric, book_value in book_run.numbers.items():
             measured = [_measured(experiment, run, metric) for run in matches]
             values = [float(value) for value in measured if value is not None]
@@ -273,9 +290,32 @@ def compare(experiment: BookExperiment, folder: Path) -> list[dict]:
                 "job": ", ".join(run.job for run in matches) or None,
             }
             if values:
-                row["within"] = experiment.within(metric, book_value, values)
+                row["within"] = not differences and experiment.within(metric, book_value, values)
+            if differences:
+                row["setup"] = differences[0]
             rows.append(row)
     return rows
+
+
+def setup_differences(experiment: BookExperiment, run) -> list[str]:
+    """Where ``run``'s saved config departs from the experiment's setup (``field is X, not Y``)."""
+    import yaml
+
+    from deeprun.reports.groups import field_value
+
+    if experiment.result_file is not None or not run.config:  # a task's own config, or none was saved
+        return []
+    differences = []
+    for expected in experiment.setup:
+        field, _, text = expected.partition("=")
+        wanted, actual = yaml.safe_load(text), field_value(run, field)
+        if isinstance(actual, str) and not isinstance(wanted, str):
+            actual = yaml.safe_load(actual)  # a value read from an override
+        if isinstance(actual, tuple):
+            actual = list(actual)
+        if actual != wanted:
+            differences.append(f"{run.job}: {field} is {actual}, not {text}")
+    return differences
 
 
 def report_markdown(experiment: BookExperiment, folder: Path, rows: list[dict]) -> str:
@@ -300,7 +340,7 @@ def report_markdown(experiment: BookExperiment, folder: Path, rows: list[dict]) 
             f"{row['book']:.4f}",
             *_measured_cells(row),
             "–" if ours is None else f"{ours - row['book']:+.4f}",
-            "–" if ours is None else ("yes" if row["within"] else "**no**"),
+            "–" if ours is None else _verdict(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     compared = [row for row in rows if row["ours"] is not None]
@@ -311,6 +351,12 @@ def report_markdown(experiment: BookExperiment, folder: Path, rows: list[dict]) 
     if experiment.notes:
         lines += ["", experiment.notes]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(row: dict) -> str:
+    if "setup" in row:
+        return f"**no**: not the book's setup ({row['setup']})"
+    return "yes" if row["within"] else "**no**"
 
 
 def paired_markdown(experiment: BookExperiment, folder: Path) -> list[str]:
