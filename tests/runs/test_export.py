@@ -1,6 +1,7 @@
 """deeprun-export: batch norm (and the pixel scaling) folded into the Dense layers, the export, its latency."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -225,7 +226,28 @@ def test_deeprun_export_command_times_each_precision(bn_run, tmp_path):
         for size in (1, 8)
     }
     assert all(row["median_ms"] > 0 for row in report["latency"])
-    assert json.loads((bn_run / "export/manifest.json").read_text())["precision"] == "float16"
+    manifest = json.loads((bn_run / "export/manifest.json").read_text())
+    assert manifest["precision"] == "float16" and manifest["program"] == "model.jaxexport"
+    # The folded model as a jax.export program runs with JAX alone and gives the npz export's logits.
+    script = (
+        "import sys, json, jax, numpy as np\n"
+        "program = jax.export.deserialize(bytearray(open(sys.argv[1], 'rb').read()))\n"
+        "pixels = np.arange(3 * int(sys.argv[2]), dtype=np.float32).reshape(3, -1) % 256\n"
+        "print(json.dumps(np.asarray(program.call(pixels)).tolist()))\n"
+        "assert not any(name.startswith('deeprun') for name in sys.modules), 'deeprun was imported'\n"
+    )
+    alone = subprocess.run(
+        [sys.executable, "-c", script, str(bn_run / "export/model.jaxexport"), str(manifest["layers"][0]["in"])],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert alone.returncode == 0, alone.stderr
+    predict, _ = load_export(bn_run / "export")
+    pixels = np.arange(3 * manifest["layers"][0]["in"], dtype=np.float32).reshape(3, -1) % 256
+    np.testing.assert_allclose(np.array(json.loads(alone.stdout)), np.asarray(predict(pixels)), rtol=1e-5, atol=1e-5)
 
 
 def test_deeprun_export_rejects_bad_input(tmp_path):

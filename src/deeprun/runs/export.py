@@ -202,11 +202,16 @@ def write_export(
     head: str,
     precision: Precision,
     source: Path,
+    activation=None,
 ) -> dict[str, Any]:
-    """``model.npz`` + ``manifest.json``; returns the manifest."""
+    """``model.npz`` + ``manifest.json``; returns the manifest. With ``activation`` (the run's
+    :class:`~deeprun.techniques.activations.ActivationSpec`) also the folded model as a ``jax.export``
+    program, ``model.jaxexport``, which runs with JAX alone (no deeprun)."""
     from deeprun.files import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
+    if activation is not None:
+        _write_program(folder, predictor(layers, activation, precision), int(layers[0].kernel.shape[0]))
     arrays = {}
     for layer in layers:
         arrays[f"{layer.name}/kernel"] = _encode(layer.kernel, precision)
@@ -222,6 +227,7 @@ def write_export(
         "input": "raw pixel values (0-255), flattened; the run's scaling and batch norm are folded in",
         "activation": activation_config,
         "head": head,
+        **({"program": PROGRAM_FILE} if activation is not None else {}),
         "layers": [
             {
                 "name": layer.name,
@@ -243,11 +249,7 @@ def write_program_export(folder: Path, model, scaling, n_features: int, head: st
     from deeprun.files import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    predict = jax.jit(unfolded_predictor(model, scaling))
-    batch = jax.export.symbolic_shape("batch")[0]
-    program = jax.export.export(predict)(jax.ShapeDtypeStruct((batch, n_features), jnp.float32))
-    with atomic_open(folder / PROGRAM_FILE, "wb") as file:
-        file.write(program.serialize())
+    _write_program(folder, unfolded_predictor(model, scaling), n_features)
     manifest = {
         "format": FORMAT,
         "kind": "program",
@@ -262,6 +264,16 @@ def write_program_export(folder: Path, model, scaling, n_features: int, head: st
 
 
 PROGRAM_FILE = "model.jaxexport"
+
+
+def _write_program(folder: Path, predict: Callable, n_features: int) -> None:
+    """``predict`` (raw float32 pixels → logits) serialized with ``jax.export``: StableHLO with its
+    weights inside and the batch size symbolic. Load it with ``jax.export.deserialize(bytearray(data))``
+    and call ``.call(pixels)``."""
+    batch = jax.export.symbolic_shape("batch")[0]
+    program = jax.export.export(jax.jit(predict))(jax.ShapeDtypeStruct((batch, n_features), jnp.float32))
+    with atomic_open(folder / PROGRAM_FILE, "wb") as file:
+        file.write(program.serialize())
 
 
 def load_export(folder: Path) -> tuple[Callable, dict[str, Any]]:
@@ -351,7 +363,15 @@ def export_run(run_dir: Path, options: ExportOptions) -> dict[str, Any]:
     if isinstance(model, MLP):
         layers = fold_model(model, dataset.scaling)
         activation_config = plain_mapping(run.path / ".hydra" / "config.yaml", resolve=False)["activation"]
-        write_export(folder, layers, activation_config, run.settings.model.head, options.precision, run.path.resolve())
+        write_export(
+            folder,
+            layers,
+            activation_config,
+            run.settings.model.head,
+            options.precision,
+            run.path.resolve(),
+            activation=run.settings.activation,
+        )
         variants |= {f"folded {p}": predictor(layers, run.settings.activation, p) for p in PRECISIONS}
         label = f"folded {options.precision}"
     else:
