@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ def test_single_run_writes_every_file(tmp_path):
     run_dir = only_child(tmp_path / "outputs" / "runs" / "smoke")
     assert f"run folder: {run_dir}" in result.stdout.replace("\n", "")
     assert "epoch   2/2" in result.stdout
+    assert re.search(r"^compiled the epoch program in \d+\.\ds$", result.stdout, re.MULTILINE)  # before epoch 1
+    assert result.stdout.index("compiled the epoch program") < result.stdout.index("epoch   1/2")
     for name in (
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -42,6 +45,16 @@ class EpochProgress:
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()
+
+    @contextlib.contextmanager
+    def compiling(self) -> Iterator[None]:
+        """While the epoch program compiles the bar says so; then one line with the time it took."""
+        task = self.progress.tasks[0]
+        description, start = task.description, time.perf_counter()
+        self.progress.update(self.task, description=f"{description}: compiling the epoch program…")
+        yield
+        self.progress.update(self.task, description=description)
+        self.progress.console.print(f"compiled the epoch program in {time.perf_counter() - start:.1f}s")
 
     def printer(self, prefix: str = ""):
         """An epoch callback printing one run's line (``prefix`` names the run among fused runs)."""

@@ -172,6 +172,7 @@ def train_and_record(
                 stop,
                 [run.donor for run in runs],
                 batched=batched,
+                compiling=progress.compiling,
             )
         except BaseException as error:
             for log in logs:

@@ -3,6 +3,7 @@ hand resume points to the savers, and evaluate at the end. No Hydra, no files.""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -173,6 +174,7 @@ def fit_many(
     stop: StopRequest | None = None,
     donors: Sequence[Donor | None] | None = None,
     batched: bool = False,
+    compiling: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> list[TrainResult]:
     """Train several runs that differ only in numbers as one compiled program; each run's numbers are
     the same as alone (``batched``: the members under ``jax.vmap``, faster, numbers to float tolerance).
@@ -181,6 +183,7 @@ def fit_many(
     regularizers and the trainer's shape settings (see ``deeprun.sweeps.fusion``); each gets its own result.
     ``savers``, ``resume_from`` and ``donors`` (one per run) and ``stop`` are as in :func:`fit`; runs
     that resume all resume from the same epoch, so a fused group continues as one program.
+    ``compiling``: a context manager the epoch program is traced and compiled in (a command's feedback).
     """
     first = runs[0]
     callbacks = callbacks or [() for _ in runs]
@@ -218,9 +221,10 @@ def fit_many(
     start = time.perf_counter()
     phases = first.trainer.phases
     masks = [trainer.trainable_mask(phase) for phase in phases]
-    lowered = trainer.epoch_fn.lower(state, member, data, jnp.int32(0), masks[0] if masks else None)
-    trace_time_s = time.perf_counter() - start
-    compiled = lowered.compile()  # served by the persistent compilation cache when enabled
+    with compiling() if compiling is not None else contextlib.nullcontext():  # the caller's feedback
+        lowered = trainer.epoch_fn.lower(state, member, data, jnp.int32(0), masks[0] if masks else None)
+        trace_time_s = time.perf_counter() - start
+        compiled = lowered.compile()  # served by the persistent compilation cache when enabled
 
     compile_time_s = time.perf_counter() - start - trace_time_s
     loop = _EpochLoop(
