@@ -96,6 +96,7 @@ def test_joblib_runs_jobs_in_worker_processes_with_their_share_and_records_faile
         assert job["process"]["env"]["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45"
 
 
+@pytest.mark.slow  # a third-party launcher's preset; joblib's is tested by default
 def test_submitit_local_runs_jobs_as_processes_and_records_a_failed_one(tmp_path):
     result, main_pid, sweep_dir = sweep(
         "hydra/launcher=submitit_local",
