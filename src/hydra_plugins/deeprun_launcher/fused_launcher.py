@@ -96,8 +96,8 @@ class FusedLauncher(Launcher):
         pending = [ret for ret in returns if isinstance(ret.return_value, PreparedRun)]
         datasets = _datasets([ret.return_value for ret in pending])
         ready = [ret for ret in pending if _resume_point_readable(ret, datasets)]
-        parts = self._parts(ready, datasets)
         steps = sum(_training_steps(ret.return_value, datasets) for ret in ready)
+        parts = self._parts(ready, steps)
         workers = worker_count(self.workers, len(parts), steps=steps)
         if workers > 1:
             self._train_in_workers(parts, workers, worker_env)
@@ -108,13 +108,13 @@ class FusedLauncher(Launcher):
                 _exit_stopped(Path(str(self.config.hydra.sweep.dir)))
         return returns
 
-    def _parts(self, ready: list[JobReturn], datasets: dict[str, Any]) -> list[list[JobReturn]]:
+    def _parts(self, ready: list[JobReturn], steps: int) -> list[list[JobReturn]]:
         """The programs to train: fused groups, cut where their members resume at different epochs
-        and, for worker processes, into even shares; the longest first (workers finish together)."""
+        and, for worker processes (as many as ``steps``, the sweep's workload, keep busy), into even
+        shares; the longest first (workers finish together)."""
         from deeprun.sweeps.fusion import group_runs
 
         groups = group_runs([ret.return_value.config for ret in ready], self.max_members)
-        steps = sum(_training_steps(ret.return_value, datasets) for ret in ready)
         workers = worker_count(self.workers, sum(len(group) for group in groups), steps=steps)
         parts = []
         for group in split_for_workers(groups, workers):
