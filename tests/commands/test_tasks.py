@@ -1,22 +1,27 @@
 """The tasks beside training: MC-dropout evaluation of a finished run, and the LR finder."""
 
 import csv
+import functools
 import json
 
 import numpy as np
 import pytest
 
+from deeprun.commands.evaluate import main as eval_main
+from deeprun.commands.run import main as deeprun_main
 from deeprun.registry import ConfigError, options_from_tokens
 from deeprun.reports.calibration import entropy, expected_calibration_error
 from deeprun.reports.mc_dropout import EvalOptions, mc_dropout
 from deeprun.training.lr_finder import suggest_max_rate
+from helpers.commands import invoke
 from helpers.commands import run_command as run
 
 
 @pytest.fixture(scope="module")
 def dropout_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("mc")
-    result = run(
+    result = invoke(
+        deeprun_main,
         "data=synthetic",
         "model.hidden=[64]",
         "regularizer=dropout",
@@ -98,19 +103,19 @@ def test_mc_dropout_is_reproducible_with_its_seed(dropout_run):
 
 
 def test_deeprun_eval_command(dropout_run, tmp_path):
-    result = run(
-        str(dropout_run), "mc_samples=3", "split=val", "bins=5", cwd=tmp_path, module="deeprun.commands.evaluate"
-    )
+    evaluate = functools.partial(invoke, eval_main, cwd=tmp_path, program="deeprun-eval")
+    result = evaluate(str(dropout_run), "mc_samples=3", "split=val", "bins=5")
     assert result.returncode == 0, result.stderr
     assert "val accuracy" in result.stdout and "with MC dropout (3 passes)" in result.stdout
     report = json.loads((dropout_run / "mc_dropout.json").read_text())
     assert f"expected calibration error (5 bins) {report['ece']:.4f} -> {report['mc_ece']:.4f}" in result.stdout
     assert "warning" not in result.stderr
-    plain = run("data=synthetic", "model.hidden=[8]", "trainer.epochs=1", "hydra.run.dir=plain", cwd=tmp_path)
-    assert plain.returncode == 0, plain.stderr
-    without = run("plain", "mc_samples=2", cwd=tmp_path, module="deeprun.commands.evaluate")
+    plain = ("data=synthetic", "model.hidden=[8]", "trainer.epochs=1", "trainer.plots=false", "hydra.run.dir=plain")
+    trained = invoke(deeprun_main, *plain, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    without = evaluate("plain", "mc_samples=2")
     assert without.returncode == 0 and "deeprun-eval: warning: the run has no dropout layer" in without.stderr
-    bad = run(str(tmp_path), cwd=tmp_path, module="deeprun.commands.evaluate")
+    bad = evaluate(str(tmp_path))
     assert bad.returncode == 2 and "is not a deeprun run folder" in bad.stderr
 
 

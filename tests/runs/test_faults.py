@@ -505,6 +505,7 @@ def test_a_sweep_of_resumed_runs_summarizes_them(reference_sweep, tmp_path):
     assert "3 jobs (3 completed)" in (resumes / "sweep_summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_in_one_line_and_the_same_command_continues_it(reference_sweep, tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *SWEEP, "trainer.seed=1,2,3", f"hydra.sweep.dir={sweep}"]

@@ -124,7 +124,7 @@ def _job_record(folder: Path) -> tuple[list, dict]:
 def test_a_jobs_numbers_do_not_depend_on_what_it_is_fused_with(tmp_path):
     """The same job (seed 42) alone, then fused with 1 other in the sweep's process, then in a 4-job
     sweep that two worker processes share (2 fused jobs each): metrics.jsonl and the test metrics bitwise
-    equal. With ``hydra.launcher.batched=true`` (vmap) they agree to float tolerance only."""
+    equal (with ``hydra.launcher.batched=true``, vmap, they agree to float tolerance only: the next test)."""
     alone = invoke(deeprun_main, *SCHEDULING, f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
     expected = _job_record(tmp_path / "alone")
@@ -135,6 +135,13 @@ def test_a_jobs_numbers_do_not_depend_on_what_it_is_fused_with(tmp_path):
         assert fused.returncode == 0 and "fused runs" in fused.stdout, fused.stderr
         assert _job_record(sweep / "0") == expected, others
     assert "[default #0] epoch   3/3" in fused.stdout  # the workers' lines, relayed and labelled
+
+
+@pytest.mark.slow
+def test_a_batched_job_agrees_with_the_job_alone_to_float_tolerance(tmp_path):
+    alone = invoke(deeprun_main, *SCHEDULING, f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    expected = _job_record(tmp_path / "alone")
     batched = tmp_path / "batched"
     args = ("-m", *SCHEDULING, "hydra.launcher.batched=true", "hydra.launcher.workers=1", "trainer.seed=42,43")
     args = (*args, f"hydra.sweep.dir={batched}")
