@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deeprun.data import DATASETS
-from deeprun.loggers import LOGGERS
+from deeprun.loggers import LOGGERS, Loggers, build_loggers, complete_loggers
 from deeprun.models import MODELS, ModelSpec
 from deeprun.monitor import Monitor
 from deeprun.plugins import Plugin, load_plugins
@@ -130,7 +130,7 @@ class Settings:
     schedule: Any
     trainer: TrainerSettings
     name: str = "run"
-    logger: Any = field(default_factory=lambda: LOGGERS.default("none"))  # host-side only: see deeprun.loggers
+    logger: Loggers = field(default_factory=Loggers)  # host-side only: see deeprun.loggers
     plugins: tuple[Plugin, ...] = ()  # every plugin loaded (entry points and the config's ``plugins``)
 
 
@@ -139,7 +139,8 @@ class Group:
     """A config group: its key in the composed config, the :class:`Settings` field it becomes, the
     registry of its options (None: ``trainer``, a single schema), how its entry is validated and
     completed (every field the entry leaves out at its option's default).
-    ``absent``: what a config without the group (an older run's) means; None: the group is required."""
+    ``absent``: what a config without the group (an older run's) means; None: the group is required.
+    ``several``: the group selects several options at once, its entry ``{option: fields}``."""
 
     key: str
     field: str
@@ -147,6 +148,7 @@ class Group:
     build: Callable[[Any], Any]
     complete: Callable[[Any], Any]
     absent: Mapping[str, Any] | None = None
+    several: bool = False
 
 
 #: The one table of config groups, in the order of ``conf/config.yaml``'s defaults list.
@@ -171,7 +173,7 @@ GROUPS = (
     _option_group("activation", ACTIVATIONS),
     _option_group("normalization", NORMALIZATIONS),
     # A list of options at once ({name: fields}), merged into one Regularization.
-    Group("regularizer", "regularization", REGULARIZERS, build_regularization, _complete_regularizers, absent={}),
+    Group("regularizer", "regularization", REGULARIZERS, build_regularization, _complete_regularizers, {}, True),
     _option_group("optimizer", OPTIMIZERS),
     _option_group("schedule", SCHEDULES),
     Group(
@@ -181,7 +183,8 @@ GROUPS = (
         lambda entry: from_mapping(TrainerSettings, entry, "trainer"),
         lambda entry: complete_fields(TrainerSettings, entry) if isinstance(entry, Mapping) else entry,
     ),
-    _option_group("logger", LOGGERS, absent={"name": "none"}),
+    # A list of options at once ({name: fields}), each its own tracking.
+    Group("logger", "logger", LOGGERS, build_loggers, complete_loggers, absent={}, several=True),
 )
 GROUP_KEYS = tuple(group.key for group in GROUPS)
 #: Top-level keys of a composed config that are not groups.
@@ -204,7 +207,8 @@ def config_groups() -> dict[str, str | None]:
 
 def is_option_field(dotted: str) -> bool:
     """Whether ``group.field[.field...]`` names a field of one of the group's options (``trainer.*``: of
-    the trainer's schema; ``regularizer.<option>.field``), registered plugins' options included.
+    the trainer's schema; ``regularizer.<option>.field``, ``logger.<option>.field``), registered plugins'
+    options included.
 
     >>> is_option_field("optimizer.beta_1"), is_option_field("optimizer.beta")
     (True, False)
@@ -215,9 +219,9 @@ def is_option_field(dotted: str) -> bool:
         return False
     if group.registry is None:
         return _has_field(TrainerSettings, path.split("."))
-    if group.registry is REGULARIZERS:
+    if group.several:  # {option: fields}: group.option.field
         option, _, path = path.partition(".")
-        return option in REGULARIZERS and (not path or _has_field(REGULARIZERS.get(option), path.split(".")))
+        return option in group.registry and (not path or _has_field(group.registry.get(option), path.split(".")))
     return any(_has_field(group.registry.get(name), path.split(".")) for name in group.registry.names())
 
 

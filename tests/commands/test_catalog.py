@@ -34,7 +34,7 @@ def test_every_registered_option_is_listed_with_all_its_fields():
 def test_values_are_the_yaml_defaults(group):
     for option in catalog([group])[group]:
         values = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option.name}.yaml"))
-        if group == "regularizer":
+        if group in ("regularizer", "logger"):  # {option: fields}
             values = values.get(option.name) or {}
         for key, value in values.items():
             if key != "name" and not isinstance(value, dict):
@@ -82,6 +82,8 @@ def test_deeprun_list_prints_every_group_and_option(tmp_path):
             assert option.name in result.stdout
     one = run("optimizer", cwd=tmp_path)
     assert "learning_rate = 0.001" in one.stdout and "momentum *" in one.stdout and "schedule (" not in one.stdout
+    # Descriptions are text: brackets are kept, not read as console markup.
+    assert "'deeprun[mlflow]'" in run("logger", cwd=tmp_path).stdout
 
 
 def test_deeprun_list_rejects_an_unknown_group(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 from deeprun.commands.common import fail
 from deeprun.exit_codes import ExitCode
 from deeprun.registry import plain_mapping
-from deeprun.settings import CONFIG_DIR, GROUPS, config_groups
+from deeprun.settings import CONFIG_DIR, GROUPS, Group, config_groups
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,17 @@ def dataclass_defaults(cls: type) -> dict[str, Any]:
     return flatten(values)
 
 
-def registry_options(group: str, registry, conf: Path) -> list[Option]:
+def registry_options(group: Group, conf: Path) -> list[Option]:
     """Every registered option (and any YAML without one, like ``regularizer=none``) with YAML values."""
+    registry = group.registry
+    assert registry is not None
 
-    names = sorted(set(registry.names()) | {path.stem for path in (conf / group).glob("*.yaml")})
+    names = sorted(set(registry.names()) | {path.stem for path in (conf / group.key).glob("*.yaml")})
     options = []
     for name in names:
-        path = conf / group / f"{name}.yaml"
+        path = conf / group.key / f"{name}.yaml"
         values = plain_mapping(path, resolve=False) if path.is_file() else {}
-        if group == "regularizer":  # the only group whose YAML is {option: fields}: several combine
+        if group.several:  # its YAML is {option: fields}
             values = values.get(name) or {}
         values = flatten({k: v for k, v in values.items() if k != "name"})
         fields = {**dataclass_defaults(registry.get(name)), **values} if name in registry else values
@@ -114,10 +116,10 @@ def catalog(selected: list[str] | None = None) -> dict[str, list[Option]]:
     unknown = [group for group in selected or [] if group not in defaults]
     if unknown:
         raise ConfigError(f"unknown group {unknown[0]!r}; valid groups: {', '.join(defaults)}")
-    backed = {group.key: group.registry for group in GROUPS if group.registry is not None}
+    backed = {group.key: group for group in GROUPS if group.registry is not None}
     result = {}
     for group in selected or list(defaults):
-        options = registry_options(group, backed[group], conf) if group in backed else yaml_options(group, conf)
+        options = registry_options(backed[group], conf) if group in backed else yaml_options(group, conf)
         result[group] = [dataclasses.replace(option, default=option.name == defaults[group]) for option in options]
     return result
 
@@ -134,6 +136,7 @@ def format_value(value: Any) -> str:
 
 
 def group_table(group: str, options: list[Option]):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{group} ({group}=OPTION; * the default)", title_justify="left", show_lines=True)
@@ -142,7 +145,10 @@ def group_table(group: str, options: list[Option]):
     table.add_column("description")
     for option in options:
         fields = "\n".join(f"{key} = {format_value(value)}" for key, value in option.fields.items())
-        table.add_row(f"{option.name}{' *' if option.default else ''}", fields or "-", option.description)
+        # Text, not markup: descriptions say logger=[tensorboard,mlflow] and deeprun[mlflow]
+        table.add_row(
+            escape(f"{option.name}{' *' if option.default else ''}"), escape(fields or "-"), escape(option.description)
+        )
     return table
 
 

@@ -39,6 +39,7 @@ class PreparedRun:
     donor: Any = None
     resume_epochs: list[int] | None = None  # None: a new run; [0, ...]: 0 is "from the start"
     resume_epoch: int = 0  # the one it resumes after (the latest, unless its fused group needs another)
+    sweep_dir: Path | None = None  # the sweep it is a job of (its loggers nest it there)
 
 
 def finished_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -103,7 +104,8 @@ def prepare(cfg: DictConfig) -> PreparedRun:
         print(f"deeprun: warning: {note}", file=sys.stderr)
     configure_compilation_cache(settings.trainer.compilation_cache)
     label = settings.name if not in_sweep else f"{settings.name} #{hydra_cfg.job.num}"
-    return PreparedRun(settings, config, run_dir, label, donor, epochs, epochs[-1] if epochs else 0)
+    sweep_dir = Path(str(hydra_cfg.sweep.dir)) if in_sweep else None
+    return PreparedRun(settings, config, run_dir, label, donor, epochs, epochs[-1] if epochs else 0, sweep_dir)
 
 
 def link_job_folder(job_dir: Path, run_dir: Path) -> None:
@@ -152,7 +154,7 @@ def train_and_record(
             folder.restart(point.progress["history"] if point is not None else [])
             after = f"after epoch {run.resume_epoch}" if run.resume_epoch else "from the start (no epoch had finished)"
             console.print(f"resuming {folder.path} {after}")
-    logs = [run.settings.logger.open(run.run_dir, run.config) for run in runs]
+    logs = [run.settings.logger.open(run.run_dir, run.config, run.sweep_dir, run.label) for run in runs]
     savers = [
         all_of(folder.epoch_checkpoints.save if run.settings.trainer.checkpoint else None, log.saver)
         for run, folder, log in zip(runs, folders, logs, strict=True)

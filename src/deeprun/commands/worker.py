@@ -95,8 +95,14 @@ class WorkerPool:
     def _start(self, index: int, runs: Sequence[Any], label: str, command_line: list[str], scratch: Path) -> _Worker:
         task_path, result = scratch / f"{index}.task", scratch / f"{index}.result"
         jobs = [
-            {"config": run.config, "run_dir": run.run_dir, "label": run.label, "resume": run.resume_epochs}
-            | {"resume_epoch": run.resume_epoch}
+            {
+                "config": run.config,
+                "run_dir": run.run_dir,
+                "label": run.label,
+                "resume": run.resume_epochs,
+                "resume_epoch": run.resume_epoch,
+                "sweep_dir": run.sweep_dir,
+            }
             for run in runs
         ]
         task_path.write_bytes(pickle.dumps({"jobs": jobs, "batched": self.batched, "command": command_line}))
@@ -154,7 +160,16 @@ def _prepared(job: dict[str, Any]) -> Any:
 
     settings = settings_from_config(job["config"])
     donor = load_donor(settings.model.init_from) if settings.model.init_from is not None else None
-    return PreparedRun(settings, job["config"], job["run_dir"], job["label"], donor, job["resume"], job["resume_epoch"])
+    return PreparedRun(
+        settings,
+        job["config"],
+        job["run_dir"],
+        job["label"],
+        donor,
+        job["resume"],
+        job["resume_epoch"],
+        job["sweep_dir"],
+    )
 
 
 def _watch_parent(parent: int, stop: Callable[[], None]) -> None:

@@ -164,8 +164,10 @@ def run_trial(
     run_dir: Path,
     datasets: _DatasetCache,
     stop: StopRequest | None = None,
+    study_dir: Path | None = None,
 ) -> Outcome:
-    """Train one trial into ``run_dir``; never raises for a bad sample or a failing run."""
+    """Train one trial into ``run_dir`` (a job of the study in ``study_dir``, for the loggers); never
+    raises for a bad sample or a failing run."""
     import optuna
 
     from deeprun.files import write_json
@@ -185,7 +187,7 @@ def run_trial(
     _write_hydra_files(run_dir, complete_config(config), overrides)
     folder = RunFolder(run_dir)
     reporter = _Reporter(trial, options.metric, options.optuna_direction == "maximize")
-    log = settings.logger.open(run_dir, config)
+    log = settings.logger.open(run_dir, config, study_dir, f"trial {trial.number}")
     start = time.perf_counter()
     try:
         configure_compilation_cache(settings.trainer.compilation_cache)
@@ -340,18 +342,20 @@ def run_study(
     Raises ConfigError for a bad space or a mismatched study, Interrupted after a Ctrl-C."""
     import optuna
 
+    from deeprun.loggers import finish_sweep
     from deeprun.settings import settings_from_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # deeprun prints its own line per trial
     sweep_dir = Path(sweep_dir)
     base = compose([])
-    settings_from_config(base)  # a bad value in the command fails once here, not in every trial
+    base_settings = settings_from_config(base)  # a bad value in the command fails once here, not in every trial
     check_space(options.space, base)
     claim(sweep_dir)  # one process per study folder: another would take this one's running trials for crashed ones
     study = open_study(sweep_dir, options, str(base.get("name", "tune")))
     for number in retry_abandoned(study):
         log(f"trial {number} was cut off by a crash: marked failed, its parameters queued again")
     write_tables(study, options, sweep_dir)
+    base_settings.logger.open_sweep(sweep_dir, base)
     if study.get_trials(deepcopy=False):
         log(f"resuming the study in {sweep_dir}: {counted_trials(study)} of {options.n_trials} trials done")
     datasets = _DatasetCache()
@@ -359,16 +363,18 @@ def run_study(
         trial = study.ask()
         run_dir = sweep_dir / "trials" / str(trial.number)
         try:
-            outcome = run_trial(trial, options, compose, run_dir, datasets, stop)
+            outcome = run_trial(trial, options, compose, run_dir, datasets, stop, sweep_dir)
         except KeyboardInterrupt:  # outside the epochs (compiling, writing): the trial is lost
             outcome = Outcome("interrupted")
         record(study, trial, outcome, run_dir)
         write_tables(study, options, sweep_dir)
         log(trial_line(study.trials[trial.number], options))
         if outcome.status == "interrupted":
+            finish_sweep(sweep_dir, "interrupted")
             raise Interrupted(
                 f"interrupted in trial {trial.number}; run the same command with tune.dir={sweep_dir} to resume"
             )
+    finish_sweep(sweep_dir, "completed")
     return study
 
 

@@ -1,4 +1,4 @@
-"""The logger group: TensorBoard event files read back and compared with the run's own files."""
+"""The logger group, and logger=tensorboard: event files read back and compared with the run's own files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from deeprun.commands.run import main as deeprun_main
-from deeprun.loggers import LOGGERS, NoLogger, TensorBoard, all_of, epoch_scalars, flat_hparams
+from deeprun.loggers import LOGGERS, Loggers, MLflow, TensorBoard, all_of, epoch_scalars, flat_hparams
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR, settings_from_config
 from deeprun.sweeps.fusion import fusion_key, group_runs
@@ -102,7 +102,7 @@ def jobs(sweep: Path, logger: str) -> list[Path]:
     return [
         job
         for job in sorted(sweep.iterdir())
-        if job.is_dir() and OmegaConf.load(job / ".hydra/config.yaml").logger.name == logger
+        if job.is_dir() and list(OmegaConf.load(job / ".hydra/config.yaml").logger) == ([logger] if logger else [])
     ]
 
 
@@ -142,7 +142,7 @@ def test_diagnostics_rows_are_scalars_per_statistic_and_layer(sweep):
 
 
 def test_weight_histograms_per_layer_match_the_final_weights(sweep):
-    from deeprun.loggers import parameter_arrays
+    from deeprun.loggers.tensorboard import parameter_arrays
     from deeprun.runs.loading import load_run
 
     job = jobs(sweep, "tensorboard")[0]
@@ -183,7 +183,7 @@ def test_hparams_are_the_flattened_config_with_the_final_metrics(sweep):
 
 
 def test_logger_none_writes_no_event_files(sweep):
-    runs = jobs(sweep, "none")
+    runs = jobs(sweep, "")
     assert len(runs) == 2
     for job in runs:
         assert not list(job.rglob(EVENTS)) and not (job / "tensorboard").exists()
@@ -200,13 +200,13 @@ def test_histogram_every_n_epochs_and_none_at_zero(tmp_path):
     def point(epoch):
         return SimpleNamespace(state=SimpleNamespace(params=params), progress={"history": [{}] * epoch})
 
-    log = TensorBoard(dir="every2", histogram_every=2).open(tmp_path, {})
+    log = Loggers((TensorBoard(dir="every2", histogram_every=2),)).open(tmp_path, {})
     for epoch in range(1, 6):
         log.saver(point(epoch))
     log.close()
     found = histograms(read_events(tmp_path / "every2"))
     assert {tag: sorted(steps) for tag, steps in found.items()} == {"weights/kernel": [2, 4], "weights/bias": [2, 4]}
-    assert TensorBoard(dir="off", histogram_every=0).open(tmp_path, {}).saver is None
+    assert Loggers((TensorBoard(dir="off", histogram_every=0),)).open(tmp_path, {}).saver is None
 
 
 def test_a_resumed_run_tells_tensorboard_to_drop_the_epochs_it_trains_again(tmp_path):
@@ -215,11 +215,11 @@ def test_a_resumed_run_tells_tensorboard_to_drop_the_epochs_it_trains_again(tmp_
     def record(epoch, loss):
         return {"epoch": epoch, "step": 10 * epoch, "val/loss": loss}
 
-    killed = TensorBoard().open(tmp_path, {})
+    killed = Loggers((TensorBoard(),)).open(tmp_path, {})
     for epoch in (1, 2, 3):  # killed after logging epoch 3, with epoch 2's checkpoint on disk
         killed.epoch(record(epoch, 1.0 / epoch))
     killed.close()
-    resumed = TensorBoard().open(tmp_path, {})
+    resumed = Loggers((TensorBoard(),)).open(tmp_path, {})
     for epoch in (3, 4):
         resumed.epoch(record(epoch, 0.1 / epoch))
     resumed.close()
@@ -264,15 +264,16 @@ def test_tune_trials_write_event_files(tmp_path):
 def test_unknown_logger_exits_2_naming_the_valid_ones(tmp_path):
     result = run_command("logger=foo", "data=synthetic", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "deeprun: error: logger=foo: no such option; valid: none, tensorboard"
+    assert result.stderr.strip() == "deeprun: error: logger=foo: no such option; valid: mlflow, none, tensorboard"
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("logger.histogram_every=-1", "logger.tensorboard.histogram_every must be >= 0 (got -1)"),
-        ("logger.dir=/tmp/tb", "logger.tensorboard.dir must be a folder name relative to the run folder"),
-        ("logger.dir=''", "logger.tensorboard.dir must be a folder name relative to the run folder"),
+        ("logger.tensorboard.histogram_every=-1", "logger.tensorboard.histogram_every must be >= 0 (got -1)"),
+        ("logger.tensorboard.dir=/tmp/tb", "logger.tensorboard.dir must be a folder name relative to the run folder"),
+        ("logger.tensorboard.dir=''", "logger.tensorboard.dir must be a folder name relative to the run folder"),
+        ("+logger.tensorboard.bins=3", "logger.tensorboard: unknown field 'bins'"),
     ],
 )
 def test_bad_tensorboard_fields_are_rejected(override, message):
@@ -280,11 +281,23 @@ def test_bad_tensorboard_fields_are_rejected(override, message):
         settings_from_config(compose_dict(["logger=tensorboard", override]))
 
 
-def test_default_is_none_and_a_config_without_the_group_still_loads():
-    assert compose_dict()["logger"] == {"name": "none"}
-    assert settings_from_config(compose_dict()).logger == NoLogger()
+def test_default_is_none_and_older_configs_still_load():
+    assert compose_dict()["logger"] == {}
+    assert settings_from_config(compose_dict()).logger == Loggers()
     older = {k: v for k, v in compose_dict(["logger=tensorboard"]).items() if k != "logger"}
-    assert settings_from_config(older).logger == NoLogger()  # a run folder saved before the group existed
+    assert settings_from_config(older).logger == Loggers()  # a run folder saved before the group existed
+    # Saved before several loggers at once: one option with its name.
+    one = {**older, "logger": {"name": "tensorboard", "dir": "tb", "histogram_every": 2}}
+    assert settings_from_config(one).logger == Loggers((TensorBoard("tb", 2),))
+    assert settings_from_config({**older, "logger": {"name": "none"}}).logger == Loggers()
+
+
+def test_several_loggers_at_once_each_with_its_fields():
+    config = compose_dict(["logger=[tensorboard,mlflow]", "logger.mlflow.experiment=study"])
+    assert list(config["logger"]) == ["tensorboard", "mlflow"]
+    assert settings_from_config(config).logger == Loggers((TensorBoard(), MLflow(experiment="study")))
+    with pytest.raises(ConfigError, match="logger: unknown option 'bogus'; valid options: mlflow, none, tensorboard"):
+        settings_from_config(compose_dict(["logger=[tensorboard]"]) | {"logger": {"bogus": {}}})
 
 
 def test_yaml_files_are_exactly_the_registered_options_with_every_field():
@@ -294,7 +307,7 @@ def test_yaml_files_are_exactly_the_registered_options_with_every_field():
     for name in LOGGERS.names():
         values = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
         fields = {f.name: f.default for f in dataclasses.fields(LOGGERS.get(name))}
-        assert values == {"name": name, **fields}, name
+        assert values == ({name: fields} if name != "none" else {}), name
 
 
 def test_runs_with_different_loggers_fuse():
