@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from deeprun.registry import ConfigError
+from deeprun.reports.study import STUDY_FIGURES
 from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, check_space, parse_space, set_path, tune_options
 from deeprun.sweeps.tuning import open_study, run_study
@@ -164,6 +165,7 @@ def test_a_study_resumes_to_n_trials_without_repeating_its_first_points(tmp_path
         assert float(row["value"]) == metrics(run_dir)[0]["val/accuracy"] and row["epochs"] == "1"
         assert (run_dir / ".hydra" / "overrides.yaml").read_text().startswith("- optimizer.learning_rate=")
     assert "| number | state | status | value |" in (sweep / TRIALS_MD).read_text()
+    assert all((sweep / name).read_bytes().startswith(b"\x89PNG") for name in STUDY_FIGURES)
 
     with pytest.raises(ConfigError, match=r"tune.metric must be the study's metric in .* \(val/accuracy\)"):
         run_study(options(n_trials=4, metric="val/loss"), composer(), sweep)
@@ -182,7 +184,8 @@ def test_an_unpromising_trial_is_pruned_and_a_diverging_one_recorded_while_the_s
     study = open_study(sweep, opts, "prune")
     for learning_rate in rates:  # in this order
         study.enqueue_trial({"optimizer.learning_rate": learning_rate})
-    run_study(opts, composer("trainer.epochs=3"), sweep, log=lambda line: None)
+    lines: list[str] = []
+    run_study(opts, composer("trainer.epochs=3"), sweep, log=lines.append)
 
     rows = read_csv(sweep / TRIALS_CSV)
     assert [(row["state"], row["status"], row["epochs"]) for row in rows] == [
@@ -199,6 +202,16 @@ def test_an_unpromising_trial_is_pruned_and_a_diverging_one_recorded_while_the_s
     assert (summary["status"], summary["epochs_completed"]) == ("pruned", 1)
     assert summary["final"]["val/accuracy"] < completed[0]["val/accuracy"]
     assert json.loads((sweep / "trials" / "2" / "summary.json").read_text())["status"] == "diverged"
+    # The study's figures beside trials.md; the pruner's view has a curve per trial, the pruned ones too.
+    for name in ("optimization_history.png", "intermediate_values.png"):
+        assert (sweep / name).read_bytes().startswith(b"\x89PNG"), name
+    study = open_study(sweep, opts, "prune")
+    reported = [trial for trial in study.trials if trial.intermediate_values]
+    assert "PRUNED" in {trial.state.name for trial in reported}
+    assert len(STUDY_FIGURES["intermediate_values.png"](study).get_lines()) == len(reported)
+    # One complete trial has no importances to compare: said, not drawn.
+    assert not (sweep / "param_importances.png").exists()
+    assert any(line.startswith("param_importances.png not drawn: ") for line in lines), lines
 
 
 def test_a_trial_cut_off_by_a_crash_is_marked_failed_and_tried_again(tmp_path):

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from deeprun.commands.common import JOB, fail, run_hydra_app, stop_on_interrupt
 from deeprun.exit_codes import ExitCode
 from deeprun.registry import ConfigError, plain_mapping
+from deeprun.reports.study import STUDY_FIGURES
 from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.tune_space import STUDY_DB, TRIALS_CSV, TRIALS_MD, Compose, TuneOptions, tune_options
 from deeprun.sweeps.tuning import Interrupted, best_trial, cell, run_study, trial_rows
@@ -95,7 +96,9 @@ def _main(cfg: DictConfig) -> None:
         print(f"deeprun-tune: {error}", file=sys.stderr)
         sys.exit(ExitCode.INTERRUPTED)
     console.print(results_table(study, options))
-    console.print(f"sweep folder: {sweep_dir} ({STUDY_DB}, {TRIALS_CSV}, {TRIALS_MD}, trials/)")
+    console.print(
+        f"sweep folder: {sweep_dir} ({STUDY_DB}, {TRIALS_CSV}, {TRIALS_MD}, {', '.join(STUDY_FIGURES)}, trials/)"
+    )
 
 
 def main() -> None:

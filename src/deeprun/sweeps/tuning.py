@@ -370,12 +370,22 @@ def run_study(
         write_tables(study, options, sweep_dir)
         log(trial_line(study.trials[trial.number], options))
         if outcome.status == "interrupted":
+            _draw_figures(study, sweep_dir, log)
             finish_sweep(sweep_dir, "interrupted")
             raise Interrupted(
                 f"interrupted in trial {trial.number}; run the same command with tune.dir={sweep_dir} to resume"
             )
+    _draw_figures(study, sweep_dir, log)
     finish_sweep(sweep_dir, "completed")
     return study
+
+
+def _draw_figures(study, sweep_dir: Path, log: Callable[[str], None]) -> None:
+    """The study's figures beside trials.md (``deeprun.reports.study``); one line per figure not drawn."""
+    from deeprun.reports.study import study_figures
+
+    for name, reason in study_figures(study, sweep_dir).items():
+        log(f"{name} not drawn: {reason}")
 
 
 # --------------------------------------------------------------------------------------------------
