@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from deeprun.commands.console import epochs_text, results_table, summary_line
+from deeprun.commands.console import download_bar, epochs_text, results_table, summary_line
 
 
 def _summary(epochs: int, best_epoch: int | None) -> dict:
@@ -43,3 +43,12 @@ def test_the_caption_breaks_between_phrases_at_80_columns():
     lines = [line.strip() for line in _rendered(_summary(3, 3)).splitlines()]
     assert "266,610 params (266,610 trainable)" in lines
     assert "compile 2.2s · steady epoch 1.31s" in lines
+
+
+def test_a_download_shows_its_size_and_speed():
+    out = io.StringIO()
+    with download_bar("train-images-idx3-ubyte.gz", 3_000_000, Console(file=out, width=120)) as advance:
+        for _ in range(3):
+            advance(1_000_000)
+    line = out.getvalue()
+    assert line.startswith("downloading train-images-idx3-ubyte.gz") and "3.0/3.0 MB" in line and "B/s" in line

@@ -6,6 +6,7 @@ module constants that the fixtures point at the generated files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -24,7 +25,7 @@ from deeprun.data.fashion_mnist import (
     fashion_mnist_cache_dir,
     locate_fashion_mnist,
 )
-from deeprun.data.storage import cache_dir, find_all_files
+from deeprun.data.storage import cache_dir, find_all_files, shown_downloads
 from deeprun.data.synthetic import Synthetic
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR
@@ -255,6 +256,26 @@ def test_download_over_http_with_md5_check(
     downloaded = sorted(path.name for path in fashion_mnist_cache_dir().glob("*.gz"))
     assert downloaded == sorted(fashion_mnist.FASHION_MNIST_MD5)
     np.testing.assert_array_equal(dataset.y_test, fake.test[1])
+
+
+def test_a_download_reports_its_size_and_every_chunk_to_the_progress_shown(
+    fake: FakeFashion, http_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served, url = http_server
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_MD5", fake.write(served))
+    monkeypatch.setenv("DEEPRUN_FASHION_MNIST_URL", url + "/")
+    seen: dict[str, list[int | None]] = {}
+
+    @contextlib.contextmanager
+    def progress(description: str, total: int | None):
+        seen[description] = [total]
+        yield seen[description].append
+
+    with shown_downloads(progress):
+        fashion(download=True).load()
+    assert sorted(seen) == sorted(fashion_mnist.FASHION_MNIST_MD5)
+    for name, (total, *chunks) in seen.items():
+        assert total == (served / name).stat().st_size == sum(chunks), name
 
 
 def test_download_with_bad_md5_is_rejected_and_leaves_nothing(

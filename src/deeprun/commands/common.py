@@ -126,6 +126,8 @@ def run_hydra_app(app: Callable[[], Any], program: str, show: Callable[[list[str
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from deeprun.commands.console import download_bar
+    from deeprun.data.storage import shown_downloads
     from deeprun.runs.environment import pin_cpu_threads, record_command_line
     from deeprun.runs.ownership import release_all
 
@@ -144,7 +146,8 @@ def run_hydra_app(app: Callable[[], Any], program: str, show: Callable[[list[str
     JOB.started, JOB.signal, JOB.folder = False, signal.SIGINT, None
     previous = interrupt_at_once()
     try:
-        app()
+        with shown_downloads(download_bar):
+            app()
     except (HydraException, OmegaConfBaseException) as error:
         fail(composition_message(error), program=program)
     except ConfigError as error:  # raised by deeprun's Hydra callbacks, before any job

@@ -1,14 +1,24 @@
-"""Rich console output: a progress bar over epochs, one line per epoch, a results table at the end."""
+"""Rich console output: a progress bar over epochs, one line per epoch, a results table at the end, a
+download's progress bar."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 console = Console(stderr=False, highlight=False)
@@ -111,3 +121,13 @@ def summary_line(label: str, summary: dict[str, Any]) -> str:
     if "accuracy" in test:
         parts.append(f"test_acc {test['accuracy']:.4f}")
     return "  ".join(parts)
+
+
+@contextlib.contextmanager
+def download_bar(description: str, total: int | None, shown_on: Console = console) -> Iterator[Callable[[int], None]]:
+    """A download's progress bar: bytes so far of the total, speed, time left (on a terminal; elsewhere
+    its final state, once)."""
+    columns = (TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=shown_on) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda size: progress.advance(task, size)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import typing
 import urllib.request
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -26,6 +29,26 @@ log = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT_S = 60
 
 ErrorFactory = Callable[[str], DataError]  # states a problem, then every way to get that dataset
+
+#: How a download is shown: ``(description, total bytes or None)`` → a context whose value is called with
+#: each chunk's size. The data layer knows no console: a command sets one (:func:`shown_downloads`).
+TransferProgress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
+_DOWNLOAD_PROGRESS: ContextVar[TransferProgress | None] = ContextVar("download_progress", default=None)
+
+
+@contextlib.contextmanager
+def shown_downloads(progress: TransferProgress) -> Iterator[None]:
+    """Downloads in this context report to ``progress`` (e.g. a progress bar with size and speed)."""
+    token = _DOWNLOAD_PROGRESS.set(progress)
+    try:
+        yield
+    finally:
+        _DOWNLOAD_PROGRESS.reset(token)
+
+
+@contextlib.contextmanager
+def _silent(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    yield lambda size: None
 
 
 def cache_dir() -> Path:
@@ -99,23 +122,34 @@ def locate_files(
     return download()
 
 
-def md5_copy(source: BinaryIO, out: IO[bytes] | None = None, chunk_bytes: int = 1 << 20) -> str:
-    """MD5 of everything ``source`` still holds, copying it to ``out`` on the way (unless None)."""
+def md5_copy(
+    source: BinaryIO,
+    out: IO[bytes] | None = None,
+    chunk_bytes: int = 1 << 20,
+    advance: Callable[[int], None] = lambda size: None,
+) -> str:
+    """MD5 of everything ``source`` still holds, copying it to ``out`` on the way (unless None);
+    ``advance`` is called with each chunk's size."""
     digest = hashlib.md5()
     while chunk := source.read(chunk_bytes):
         digest.update(chunk)
         if out is not None:
             out.write(chunk)
+        advance(len(chunk))
     return digest.hexdigest()
 
 
 def download(url: str, destination: Path, expected_md5: str, error: ErrorFactory) -> Path:
-    """Download ``url`` to ``destination`` atomically; a wrong MD5 leaves nothing behind."""
+    """Download ``url`` to ``destination`` atomically; a wrong MD5 leaves nothing behind. The transfer is
+    shown as :func:`shown_downloads` set it (silent otherwise)."""
     log.info("downloading %s to %s", url, destination)
+    progress = _DOWNLOAD_PROGRESS.get() or _silent
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            with atomic_open(destination, "wb") as out:
-                if (md5 := md5_copy(response, out)) != expected_md5:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with atomic_open(destination, "wb") as out, progress(destination.name, total) as advance:
+                if (md5 := md5_copy(response, out, advance=advance)) != expected_md5:
                     raise error(f"the download {url} has MD5 {md5}, expected {expected_md5}")
     except DataError:
         raise
