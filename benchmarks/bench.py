@@ -25,7 +25,8 @@ change in machine load hits all of them alike.
 Then the fused launcher's modes on a sweep of ``--sweep-seeds`` seeds (``sweep.py``): the default
 (worker processes, bitwise the numbers of each job alone), in one process, ``batched`` (vmap), one by
 one, and the Keras peer run once per seed; then the compile time of the epoch program for the 2-layer
-MLP and the 100-layer SELU net (``compile_time.py``).
+MLP and the 100-layer SELU net (``compile_time.py``), and the cost of progress within the epoch on a
+terminal (``step_progress.py``).
 
 Writes ``<out>/latest.json`` (everything, with every run's raw numbers and the machine) and
 ``<out>/latest.md`` (the tables, also printed).
@@ -554,6 +555,22 @@ def compile_time_markdown(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def step_progress_markdown(result: dict[str, Any]) -> list[str]:
+    """The cost of progress within the epoch (``step_progress.py``'s result)."""
+    times = result["epoch_s"]
+    return [
+        f"## Progress within the epoch (batch {result['batch_size']}, {result['steps_per_epoch']} steps, "
+        f"{result['reports']} host reports per epoch)",
+        "",
+        "| epoch program | median epoch s |",
+        "|---|---:|",
+        f"| without progress (a pipe, a file) | {times['without']:.3f} |",
+        f"| with progress (a terminal) | {times['with']:.3f} |",
+        "",
+        f"overhead: {100 * result['overhead']:+.1f} % (median of {result['epochs']} epochs each, alternating)",
+    ]
+
+
 def default_implementations() -> list[str]:
     keys = list(IMPLEMENTATIONS)
     if not deeprun_has_compilation_cache():  # then deeprun_cached would be the same as deeprun
@@ -584,6 +601,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=4096, help="n of the square matmul peak")
     parser.add_argument("--no-matmul", action="store_true", help="skip the matmul measurements")
     parser.add_argument("--no-compile-time", action="store_true", help="skip the deep net's compile time")
+    parser.add_argument(
+        "--no-step-progress", action="store_true", help="skip the cost of progress within the epoch (terminal)"
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a process is killed")
     parser.add_argument("--sweep-seeds", type=int, default=8, help="seeds of the launcher-mode sweep (0 skips it)")
     parser.add_argument("--sweep-epochs", type=int, default=2, help="epochs of each job of that sweep")
@@ -716,6 +736,11 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
         log("compile time of the epoch program: 2-layer MLP vs the 100-layer SELU net ...")
         proc = run_process([sys.executable, str(BENCH_DIR / "compile_time.py")], args.timeout)
         report["compile_time"] = last_json_line(proc["stdout"]) if proc["returncode"] == 0 else None
+    if not args.no_step_progress:
+        log("progress within the epoch: the epoch program with its host callback vs without ...")
+        command = [sys.executable, str(BENCH_DIR / "step_progress.py"), "--batch-size", str(args.batch_sizes[0])]
+        proc = run_process(command, args.timeout)
+        report["step_progress"] = last_json_line(proc["stdout"]) if proc["returncode"] == 0 else None
     measure_matmul("end")
     report["loadavg_end"] = list(os.getloadavg())
     report["duration_s"] = (dt.datetime.now().astimezone() - started).total_seconds()
@@ -729,6 +754,8 @@ def benchmark(args: argparse.Namespace, command: str, scratch: Path) -> int:
         )
     if report.get("compile_time"):
         text += "\n" + "\n".join(compile_time_markdown(report["compile_time"])) + "\n"
+    if report.get("step_progress"):
+        text += "\n" + "\n".join(step_progress_markdown(report["step_progress"])) + "\n"
     (args.out / "latest.md").write_text(text)
     print(text)
     log(f"wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")

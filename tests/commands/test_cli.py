@@ -32,6 +32,7 @@ def test_single_run_writes_every_file(tmp_path):
     assert "epoch   2/2" in result.stdout
     assert re.search(r"^compiled the epoch program in \d+\.\ds$", result.stdout, re.MULTILINE)  # before epoch 1
     assert result.stdout.index("compiled the epoch program") < result.stdout.index("epoch   1/2")
+    assert "steps of this epoch" not in result.stdout  # a pipe: no progress within the epoch
     for name in (
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
@@ -252,3 +253,37 @@ def test_ctrl_c_stops_after_the_epoch_with_a_checkpoint(tmp_path):
     assert 1 <= summary["epochs_completed"] < 200
     assert summary["epochs_completed"] == len(metrics.read_text().splitlines())
     assert (metrics.parent / "checkpoint").is_dir() and summary["test"] is not None
+
+
+def on_a_terminal(*args: str, cwd: Path) -> tuple[int, str]:
+    """``deeprun ARGS`` with its stdout on a pseudo-terminal (what a user's shell gives it)."""
+    import pty
+
+    main, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deeprun.commands.run", *args], cwd=cwd, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    return process.wait(timeout=300), b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_shows_progress_within_the_epoch_unless_turned_off(tmp_path):
+    code, shown = on_a_terminal(*FAST, "trainer.epochs=2", "trainer.batch_size=4", "hydra.run.dir=tty", cwd=tmp_path)
+    assert code == 0, shown
+    assert "steps of this epoch" in shown and "epoch   2/2" in shown
+    code, shown = on_a_terminal(
+        *FAST, "trainer.epochs=1", "trainer.step_progress=false", "hydra.run.dir=off", cwd=tmp_path
+    )
+    assert code == 0, shown
+    assert "steps of this epoch" not in shown and "epoch   1/1" in shown

@@ -16,6 +16,7 @@ from deeprun.techniques.regularizers import REGULARIZERS
 from deeprun.techniques.schedules import SCHEDULES
 from deeprun.training.loop import fit
 from deeprun.training.trainer import Trainer, build_model, steps_per_epoch
+from helpers.runs import without_times
 
 
 def test_steps_per_epoch_follow_keras():
@@ -227,3 +228,28 @@ def test_injected_hyperparameters_stay_out_of_the_compiled_programs(make_setting
         results.append(fit(settings, dataset).history[-1]["train/loss"])
     assert programs[0] == programs[1]
     assert results[0] != results[1]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["member_loop", "vmap"])
+def test_progress_within_the_epoch_reports_steps_and_changes_no_number(make_settings, batched):
+    """The epoch program with its host callback (what a terminal gets) reports every 1/10 epoch of each
+    fused run's full batches, and trains bit for bit as the program without it (under vmap: to float
+    tolerance, as vmapped runs against runs alone)."""
+    from deeprun.training.loop import fit_many
+    from deeprun.training.trainer import PROGRESS_REPORTS
+
+    runs = [make_settings("trainer.epochs=2", f"trainer.seed={seed}", "trainer.batch_size=8") for seed in (1, 2)]
+    dataset = runs[0].data.load()
+    reports: list[int] = []
+    shown = fit_many(runs, dataset, batched=batched, steps_done=lambda count: reports.append(int(count)))
+    plain = fit_many(runs, dataset, batched=batched)
+    for with_progress, without in zip(shown, plain, strict=True):
+        if batched:  # vmap's numbers are float-close, not bitwise (as against the runs alone)
+            _close(with_progress.history, without.history)
+        else:
+            assert without_times(with_progress.history) == without_times(without.history)
+            assert with_progress.test == without.test
+    full_batches = len(dataset.y_train) // 8
+    every = -(-full_batches // PROGRESS_REPORTS)
+    assert set(reports) == {every * len(runs) if batched else every}  # under vmap: one call for both runs
+    assert sum(reports) == 2 * len(runs) * (full_batches // every) * every  # 2 epochs × 2 fused runs

@@ -48,6 +48,13 @@ class EpochProgress:
             disable=not bar,
         )
         self.task = self.progress.add_task(description, total=epochs)
+        self.steps_task: Any = None
+
+    def steps_done(self, steps_per_epoch: int) -> Callable[[int], None]:
+        """Progress within the epoch (``steps_per_epoch``: every fused run's steps): a second bar, advanced
+        from the epoch program's host callback (``fit_many(steps_done=...)``), emptied at each epoch's end."""
+        self.steps_task = self.progress.add_task("  steps of this epoch", total=steps_per_epoch)
+        return lambda count: self.progress.advance(self.steps_task, int(count))
 
     def __enter__(self) -> EpochProgress:
         self.progress.start()
@@ -73,6 +80,8 @@ class EpochProgress:
             line = format_epoch(record, self.epochs)
             self.progress.console.print(f"[{prefix}] {line}" if prefix else line, soft_wrap=True, markup=False)
             self.progress.update(self.task, completed=max(record["epoch"], self.progress.tasks[0].completed))
+            if self.steps_task is not None:
+                self.progress.reset(self.steps_task)
 
         return print_epoch
 

@@ -160,6 +160,9 @@ def train_and_record(
         for run, folder, log in zip(runs, folders, logs, strict=True)
     ]
     with EpochProgress(first.trainer.epochs, title, bar=progress_bar) as progress, stop_on_interrupt() as stop:
+        steps_done = None
+        if progress_bar and first.trainer.step_progress and console.is_terminal:  # off in pipes and files
+            steps_done = progress.steps_done(len(runs) * (len(dataset.y_train) // first.trainer.batch_size))
         callbacks = [
             [folder.append_metrics, progress.printer(run.label if len(runs) > 1 else ""), log.epoch]
             for run, folder, log in zip(runs, folders, logs, strict=True)
@@ -175,6 +178,7 @@ def train_and_record(
                 [run.donor for run in runs],
                 batched=batched,
                 compiling=progress.compiling,
+                steps_done=steps_done,
             )
         except BaseException as error:
             for log in logs:

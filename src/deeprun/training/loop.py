@@ -175,6 +175,7 @@ def fit_many(
     donors: Sequence[Donor | None] | None = None,
     batched: bool = False,
     compiling: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    steps_done: Callable[[int], None] | None = None,
 ) -> list[TrainResult]:
     """Train several runs that differ only in numbers as one compiled program; each run's numbers are
     the same as alone (``batched``: the members under ``jax.vmap``, faster, numbers to float tolerance).
@@ -183,7 +184,9 @@ def fit_many(
     regularizers and the trainer's shape settings (see ``deeprun.sweeps.fusion``); each gets its own result.
     ``savers``, ``resume_from`` and ``donors`` (one per run) and ``stop`` are as in :func:`fit`; runs
     that resume all resume from the same epoch, so a fused group continues as one program.
-    ``compiling``: a context manager the epoch program is traced and compiled in (a command's feedback).
+    ``compiling``: a context manager the epoch program is traced and compiled in (a command's feedback);
+    ``steps_done``: progress within each epoch, called on the host with a count of steps done (see
+    :class:`~deeprun.training.trainer.Trainer`; the numbers are the same with or without it).
     """
     first = runs[0]
     callbacks = callbacks or [() for _ in runs]
@@ -193,7 +196,13 @@ def fit_many(
     if points and (len(points) != len(runs) or len({len(p.progress["history"]) for p in points}) > 1):
         raise ValueError("resume_from: every run of a fused group resumes, from the same epoch")
     trainer = Trainer(
-        first, len(dataset.y_train), dataset.n_features, dataset.n_classes, members=len(runs), batched=batched
+        first,
+        len(dataset.y_train),
+        dataset.n_features,
+        dataset.n_classes,
+        members=len(runs),
+        batched=batched,
+        steps_done=steps_done,
     )
     donors = donors or [None for _ in runs]
     members = [trainer.init(settings, donor) for settings, donor in zip(runs, donors, strict=True)]

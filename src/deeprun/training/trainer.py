@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import math
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -49,6 +50,9 @@ from deeprun.techniques.regularizers import Regularization
 from deeprun.training.diagnostics import finite_mean, kernel_norms, layer_statistics
 from deeprun.training.state import DeviceData, Member, Metrics, TrainState
 from deeprun.training.transfer import Donor, describe_layers, layer_of, reused_layer_names, transfer_layers
+
+#: How often an epoch with a host progress callback reports (``Trainer(steps_done=...)``).
+PROGRESS_REPORTS = 10
 
 
 def initial_variables(
@@ -151,8 +155,13 @@ class Trainer:
         n_classes: int,
         members: int = 1,
         batched: bool = False,
+        steps_done: Callable[[int], None] | None = None,
     ):
+        """``steps_done``: called on the host with the count of training steps done since its last call
+        (of every run: ``members`` × :attr:`progress_every` under ``batched``), every :attr:`progress_every`
+        steps (None: the program has no host callback)."""
         self.settings = settings
+        self.steps_done = steps_done
         self.n_features, self.n_classes = n_features, n_classes
         self.members = members
         trainer = settings.trainer
@@ -172,8 +181,10 @@ class Trainer:
             else None
         )
         self.steps_per_epoch = steps_per_epoch(n_train, trainer.batch_size, trainer.drop_remainder)
+        self.progress_every = max(1, math.ceil(n_train // trainer.batch_size / PROGRESS_REPORTS))
         evaluate_fn = self._evaluate
-        if members > 1 and batched:
+        self.batched = members > 1 and batched
+        if self.batched:
             epoch_fn = jax.vmap(self._train_epoch, in_axes=(0, 0, None, None, None))
         else:
             epoch_fn = functools.partial(self._member_loop, members)
@@ -357,7 +368,10 @@ class Trainer:
             y = self._split_batch(data.y_train[indices])
             return self._train_step(state, member, x, y, key, epoch, trainable)
 
-        state, outputs = jax.lax.scan(step, state, full_batches)
+        if self.steps_done is None:
+            state, outputs = jax.lax.scan(step, state, full_batches)
+        else:
+            state, outputs = self._reporting_scan(step, state, full_batches)
         seen = n_full * trainer.batch_size
         if n > seen and not trainer.drop_remainder:  # Keras keeps the last partial batch
             state, last = step(state, order[seen:])
@@ -377,6 +391,28 @@ class Trainer:
         if trainer.diagnostics:
             metrics["diagnostics"] = self._diagnostics(state, data, outputs["grad_norms"])
         return state, metrics
+
+    def _reporting_scan(self, step: Callable[[TrainState, jax.Array], Any], state: TrainState, batches: jax.Array):
+        """``lax.scan(step, state, batches)`` as a scan over chunks of :attr:`progress_every` steps, each
+        chunk a scan of ``step`` that then tells the host (no branch in the steps' loop: the steps run
+        as they do without progress); the steps after the last whole chunk in a scan of their own."""
+        every, report = self.progress_every, self.steps_done
+        assert report is not None
+        count = every * self.members if self.batched else every  # under vmap one call stands for every member
+        chunks = batches.shape[0] // every
+
+        def chunk(state: TrainState, chunk_batches: jax.Array):
+            state, outputs = jax.lax.scan(step, state, chunk_batches)
+            jax.debug.callback(lambda: report(count))
+            return state, outputs
+
+        whole = batches[: chunks * every].reshape(chunks, every, *batches.shape[1:])
+        state, outputs = jax.lax.scan(chunk, state, whole)
+        outputs = jax.tree.map(lambda leaf: leaf.reshape(chunks * every, *leaf.shape[2:]), outputs)
+        if batches.shape[0] > chunks * every:
+            state, rest = jax.lax.scan(step, state, batches[chunks * every :])
+            outputs = jax.tree.map(lambda done, more: jnp.concatenate([done, more]), outputs, rest)
+        return state, outputs
 
     def _diagnostics(self, state: TrainState, data: DeviceData, grad_norms: jax.Array) -> jax.Array:
         """(hidden layers, 5): each layer's :data:`DIAGNOSTICS` at the end of the epoch. The activation
