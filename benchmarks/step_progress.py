@@ -1,5 +1,5 @@
 """The cost of progress within the epoch (``trainer.step_progress`` on a terminal): deeprun's epoch
-program with its host callback (a report every 1/10 epoch) against the same program without, in one
+program with its host callback (a report every 1/5 epoch) against the same program without, in one
 process, on the batch-32 Fashion-MNIST epoch (the book's default run).
 
 Both programs are compiled first; then epochs alternate between them (``--epochs`` each, in pairs, so

@@ -93,7 +93,7 @@ class TrainerSettings:
     loss_scale: LossScaling = field(default_factory=LossScaling)  # float16's dynamic loss scaling
     diagnostics: bool = False  # per-layer activation statistics and gradient norms each epoch
     diagnostics_batch: int = 256  # the first N validation examples: the fixed batch of the statistics
-    # On a terminal, a bar within each epoch too (a host callback every 1/10 epoch); JAX's persistent cache
+    # On a terminal, a bar within each epoch too (a host callback every 1/5 epoch); JAX's persistent cache
     # keeps no program with a host callback, so there each new process compiles its epoch program.
     step_progress: bool = True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -87,6 +88,10 @@ def test_joblib_runs_jobs_in_worker_processes_with_their_share_and_records_faile
     assert jobs["1"]["error"] == "ConfigError: optimizer.learning_rate must be > 0 (got -1.0)"
     assert jobs["2"]["diverged_epoch"] == 1
     assert [row["status"] for row in summary_rows(sweep_dir)] == ["completed", "failed", "diverged"]
+    # The jobs' lines interleave, each labelled by its job.
+    lines = [line for line in result.stdout.splitlines() if re.search(r"epoch +\d+/|run folder:|compiled the", line)]
+    assert lines and all(re.match(r"\[default #[02]\] ", line) for line in lines), lines
+    assert {line[:12] for line in lines} == {"[default #0]", "[default #2]"}
     # Two worker processes ran the three jobs, each job with its share of the CPUs and of the GPU.
     pids = {job["process"]["pid"] for job in jobs.values()}
     assert len(pids) == 2 and main_pid not in pids

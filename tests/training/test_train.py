@@ -232,7 +232,7 @@ def test_injected_hyperparameters_stay_out_of_the_compiled_programs(make_setting
 
 @pytest.mark.parametrize("batched", [False, True], ids=["member_loop", "vmap"])
 def test_progress_within_the_epoch_reports_steps_and_changes_no_number(make_settings, batched):
-    """The epoch program with its host callback (what a terminal gets) reports every 1/10 epoch of each
+    """The epoch program with its host callback (what a terminal gets) reports every 1/5 epoch of each
     fused run's full batches, and trains bit for bit as the program without it (under vmap: to float
     tolerance, as vmapped runs against runs alone)."""
     from deeprun.training.loop import fit_many

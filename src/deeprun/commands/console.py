@@ -36,8 +36,10 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
 class EpochProgress:
     """Context manager and epoch callback: advances the bar and prints the epoch's metrics."""
 
-    def __init__(self, epochs: int, description: str, bar: bool = True):
+    def __init__(self, epochs: int, description: str, bar: bool = True, label: str = ""):
+        """``label``: the run's name on the lines it prints (a sweep's job: ``default #3``)."""
         self.epochs = epochs
+        self.label = label
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -71,7 +73,10 @@ class EpochProgress:
         self.progress.update(self.task, description=f"{description}: compiling the epoch program…")
         yield
         self.progress.update(self.task, description=description)
-        self.progress.console.print(f"compiled the epoch program in {time.perf_counter() - start:.1f}s")
+        prefix = f"[{self.label}] " if self.label else ""
+        self.progress.console.print(
+            f"{prefix}compiled the epoch program in {time.perf_counter() - start:.1f}s", markup=False
+        )
 
     def printer(self, prefix: str = ""):
         """An epoch callback printing one run's line (``prefix`` names the run among fused runs)."""
@@ -122,7 +127,7 @@ def results_table(summary: dict[str, Any]) -> Table:
 
 
 def summary_line(label: str, summary: dict[str, Any]) -> str:
-    """One line per run of a fused group: status, final validation and test accuracy."""
+    """One line per run of a fused group or job of a sweep: status, final validation and test accuracy."""
     final, test = summary["final"] or {}, summary["test"] or {}
     parts = [f"[{label}] {summary['status']} after {epochs_text(summary['epochs_completed'])}"]
     if "val/accuracy" in final:

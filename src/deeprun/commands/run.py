@@ -149,22 +149,32 @@ def train_and_record(
         f"[bold]deeprun[/] {title}: {dataset.name} "
         f"({len(dataset.y_train):,} train / {len(dataset.y_val):,} val / {len(dataset.y_test):,} test)"
     )
+    # A sweep's jobs may print side by side (joblib, submitit, worker processes): every line names its job.
+    labelled = len(runs) > 1 or runs[0].sweep_dir is not None
+
+    def prefix(run: PreparedRun) -> str:
+        return f"[{run.label}] " if labelled else ""
+
     for run, folder, point in zip(runs, folders, points, strict=True):
         if run.resume_epochs is not None:
             folder.restart(point.progress["history"] if point is not None else [])
             after = f"after epoch {run.resume_epoch}" if run.resume_epoch else "from the start (no epoch had finished)"
-            console.print(f"resuming {folder.path} {after}")
+            console.print(f"{prefix(run)}resuming {folder.path} {after}", markup=False)
     logs = [run.settings.logger.open(run.run_dir, run.config, run.sweep_dir, run.label) for run in runs]
     savers = [
         all_of(folder.epoch_checkpoints.save if run.settings.trainer.checkpoint else None, log.saver)
         for run, folder, log in zip(runs, folders, logs, strict=True)
     ]
-    with EpochProgress(first.trainer.epochs, title, bar=progress_bar) as progress, stop_on_interrupt() as stop:
+    line_label = runs[0].label if labelled and len(runs) == 1 else ""
+    with (
+        EpochProgress(first.trainer.epochs, title, bar=progress_bar, label=line_label) as progress,
+        stop_on_interrupt() as stop,
+    ):
         steps_done = None
         if progress_bar and first.trainer.step_progress and console.is_terminal:  # off in pipes and files
             steps_done = progress.steps_done(len(runs) * (len(dataset.y_train) // first.trainer.batch_size))
         callbacks = [
-            [folder.append_metrics, progress.printer(run.label if len(runs) > 1 else ""), log.epoch]
+            [folder.append_metrics, progress.printer(run.label if labelled else ""), log.epoch]
             for run, folder, log in zip(runs, folders, logs, strict=True)
         ]
         try:
@@ -202,11 +212,11 @@ def train_and_record(
             result, run.settings.name, wall_time_s, checkpoint=trainer.checkpoint, plots=trainer.plots
         )
         log.finish(summary)
-        if len(runs) == 1:
-            console.print(results_table(summary))
-        else:
+        if labelled:
             console.print(summary_line(run.label, summary), markup=False)
-        console.print(f"run folder: {run.run_dir}")
+        else:
+            console.print(results_table(summary))
+        console.print(f"{prefix(run)}run folder: {run.run_dir}", markup=False, soft_wrap=True)
         summaries.append(summary)
     return summaries
 

@@ -52,7 +52,7 @@ from deeprun.training.state import DeviceData, Member, Metrics, TrainState
 from deeprun.training.transfer import Donor, describe_layers, layer_of, reused_layer_names, transfer_layers
 
 #: How often an epoch with a host progress callback reports (``Trainer(steps_done=...)``).
-PROGRESS_REPORTS = 10
+PROGRESS_REPORTS = 5
 
 
 def initial_variables(
