@@ -148,6 +148,8 @@ def test_sigkill_at_any_point_leaves_a_folder_that_resumes_to_the_same_numbers(a
     resumed = invoke(deeprun_main, f"trainer.resume={run}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run, reference)
+    # The resumed run goes on in its own folder: none is made (nor left empty) where the command ran.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "resuming made another folder"
 
 
@@ -238,6 +240,7 @@ def test_a_resume_that_cannot_work_changes_nothing(damage, interrupted, tmp_path
     assert line.startswith("deeprun: error: ") and "Traceback" not in result.stderr
     assert "damaged or does not match" in line or "resume" in line, line
     assert snapshot(run) == before, "a failed resume changed the folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "a failed resume left a folder where it ran"
 
 
 def test_an_interrupted_run_resumes_to_the_same_numbers(interrupted, reference, tmp_path):
