@@ -246,24 +246,23 @@ def test_cache_dir_prefers_deeprun_cache_dir_then_xdg(tmp_path: Path, monkeypatc
 # --- download -------------------------------------------------------------------------------------
 
 
-def test_download_over_http_with_md5_check(
-    fake: FakeFashion, http_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    served, url = http_server
-    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_MD5", fake.write(served))
+@pytest.fixture
+def served(fake: FakeFashion, http_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake files served over HTTP as the download URL, with their MD5s as the official ones."""
+    folder, url = http_server
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_MD5", fake.write(folder))
     monkeypatch.setenv("DEEPRUN_FASHION_MNIST_URL", url + "/")
+    return folder
+
+
+def test_download_over_http_with_md5_check(fake: FakeFashion, served: Path) -> None:
     dataset = fashion(download=True).load()
     downloaded = sorted(path.name for path in fashion_mnist_cache_dir().glob("*.gz"))
     assert downloaded == sorted(fashion_mnist.FASHION_MNIST_MD5)
     np.testing.assert_array_equal(dataset.y_test, fake.test[1])
 
 
-def test_a_download_reports_its_size_and_every_chunk_to_the_progress_shown(
-    fake: FakeFashion, http_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    served, url = http_server
-    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_MD5", fake.write(served))
-    monkeypatch.setenv("DEEPRUN_FASHION_MNIST_URL", url + "/")
+def test_a_download_reports_its_size_and_every_chunk_to_the_progress_shown(served: Path) -> None:
     seen: dict[str, list[int | None]] = {}
 
     @contextlib.contextmanager
