@@ -51,6 +51,7 @@ def command(name: str, *args: str, cwd: Path, env: dict[str, str] | None = None)
     return run_command(*args, cwd=cwd, module=f"deeprun.commands.{name}", env=env)
 
 
+@pytest.mark.slow  # a plugin named in the config trains and loads by default
 def test_an_installed_plugin_works_with_every_command(installed, tmp_path):
     run = tmp_path / "cnn"
     result = command("run", *CNN, "trainer.epochs=3", f"hydra.run.dir={run}", cwd=tmp_path, env=installed)

@@ -113,6 +113,7 @@ def test_a_sweep_is_a_parent_run_with_its_jobs_nested_beside_tensorboard(tmp_pat
     assert "sweep_summary.csv" in {item.path for item in client(uri).list_artifacts(parent_id)}
 
 
+@pytest.mark.slow  # a stopped process and its resume; the sweep test covers the logging by default
 def test_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
     """SIGTERM after the first epoch (status interrupted → KILLED), then trainer.resume: one MLflow run,
     FINISHED, its epochs equal to the folder's."""

@@ -89,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.BAD_INPUT
     # A task's experiment (the LR finder, MC dropout) compares the result files its folders hold.
     result_file = EXPERIMENTS[args.book].result_file if args.book is not None else None
+    has_runs = {}
     for folder in args.dirs:
         if not folder.is_dir():
             print(f"deeprun-report: error: {folder} is not a directory", file=sys.stderr)
             return ExitCode.BAD_INPUT
-        if not collect_runs(folder) and not (result_file and any(folder.rglob(result_file))):
+        has_runs[folder] = bool(collect_runs(folder))
+        if not has_runs[folder] and not (result_file and any(folder.rglob(result_file))):
             print(
                 f"deeprun-report: error: no runs in {folder} (no folder with summary.json or .hydra/)", file=sys.stderr
             )
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if index:
             print()
         written: list[Path] = []
-        if collect_runs(folder):
+        if has_runs[folder]:
             csv_path, md_path = write_sweep_summary(folder, figures=not args.no_figures, group_by=args.group_by)
             from deeprun.commands.console import console
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,7 +57,7 @@ class WorkerPool:
 
     def run(self, tasks: Sequence[Sequence[Any]], labels: Sequence[str]) -> Iterator[tuple[int, Any]]:
         """Yield ``(task index, summaries)`` as tasks end; summaries is a list (one per run), a
-        :class:`WorkerFailed`, or :data:`NOT_STARTED`. After a signal no new task starts."""
+        :class:`WorkerFailed`, :data:`NOT_STARTED` or :data:`INTERRUPTED`. After a signal no new task starts."""
         from deeprun.runs.environment import command_line
 
         pending = list(range(len(tasks)))
@@ -79,9 +80,7 @@ class WorkerPool:
             for worker in self._live:  # an error in the parent: the workers stop after their epoch
                 worker.process.send_signal(signal.SIGTERM)
                 worker.process.wait()
-            for path in scratch.iterdir():
-                path.unlink()
-            scratch.rmdir()
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _forward(self, signum: int, frame: Any) -> None:
         if self.signal is None:
