@@ -137,6 +137,7 @@ def test_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
     assert_run_matches_its_folder(uri, run_id, run_dir)
 
 
+@pytest.mark.slow  # the sweep test covers nesting by default; this: a study's own parent
 def test_a_studys_trials_are_nested_under_its_run(tmp_path):
     study = tmp_path / "study"
     args = (*FAST, "logger=mlflow", "logger.mlflow.experiment=tuning", "tune.n_trials=2", f"tune.dir={study}")
@@ -208,3 +209,22 @@ def test_mlflow_options_are_validated_and_the_extra_is_named_when_missing(monkey
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what the import system reads as "not installed"
     with pytest.raises(ConfigError, match=r"logger=mlflow needs MLflow: pip install 'deeprun\[mlflow\]'"):
         settings_from_config(compose_dict(["logger=mlflow"]))
+
+
+def test_a_store_that_cannot_be_reached_costs_one_warning_not_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    run_dir = tmp_path / "run"
+    args = (
+        *FAST,
+        "trainer.epochs=2",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={closed}",
+        f"hydra.run.dir={run_dir}",
+    )
+    result = invoke(deeprun_main, *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("deeprun: warning: mlflow:")]
+    assert len(warnings) == 1 and str(run_dir) in warnings[0], result.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert len(records(run_dir)) == 2 and not (run_dir / "mlflow.json").exists()

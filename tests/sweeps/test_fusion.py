@@ -121,20 +121,26 @@ def _job_record(folder: Path) -> tuple[list, dict]:
     ]
 
 
-def test_a_jobs_numbers_do_not_depend_on_what_it_is_fused_with(tmp_path):
-    """The same job (seed 42) alone, then fused with 1 other in the sweep's process, then in a 4-job
-    sweep that two worker processes share (2 fused jobs each): metrics.jsonl and the test metrics bitwise
-    equal (with ``hydra.launcher.batched=true``, vmap, they agree to float tolerance only: the next test)."""
+SCHEDULINGS = [
+    pytest.param("43", "hydra.launcher.workers=1", id="fused-with-1-in-the-sweeps-process"),
+    # Slow: a job fused in a worker process is compared with the job alone by default in test_launchers.py.
+    pytest.param("43,44,45", "hydra.launcher.workers=2", id="4-jobs-in-2-workers", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("others", "launcher"), SCHEDULINGS)
+def test_a_jobs_numbers_do_not_depend_on_what_it_is_fused_with(others, launcher, tmp_path):
+    """The same job (seed 42) alone, then fused with 1 other in the sweep's process, or in a 4-job sweep
+    that two worker processes share (2 fused jobs each): metrics.jsonl and the test metrics bitwise equal
+    (with ``hydra.launcher.batched=true``, vmap, they agree to float tolerance only: the next test)."""
     alone = invoke(deeprun_main, *SCHEDULING, f"hydra.run.dir={tmp_path / 'alone'}", cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
-    expected = _job_record(tmp_path / "alone")
-    for others, launcher in (("43", "hydra.launcher.workers=1"), ("43,44,45", "hydra.launcher.workers=2")):
-        sweep = tmp_path / f"with_{others.count(',') + 1}"
-        args = ("-m", *SCHEDULING, launcher, f"trainer.seed=42,{others}", f"hydra.sweep.dir={sweep}")
-        fused = invoke(deeprun_main, *args, cwd=tmp_path)
-        assert fused.returncode == 0 and "fused runs" in fused.stdout, fused.stderr
-        assert _job_record(sweep / "0") == expected, others
-    assert "[default #0] epoch   3/3" in fused.stdout  # the workers' lines, relayed and labelled
+    sweep = tmp_path / "sweep"
+    args = ("-m", *SCHEDULING, launcher, f"trainer.seed=42,{others}", f"hydra.sweep.dir={sweep}")
+    fused = invoke(deeprun_main, *args, cwd=tmp_path)
+    assert fused.returncode == 0 and "fused runs" in fused.stdout, fused.stderr
+    assert _job_record(sweep / "0") == _job_record(tmp_path / "alone")
+    assert "[default #0] epoch   3/3" in fused.stdout  # every job's lines labelled
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from deeprun.commands.common import quiet_launcher_schema_warning
+from deeprun.commands.run import main as deeprun_main
 from deeprun.registry import ConfigError
 from deeprun.settings import CONFIG_DIR
 from deeprun.sweeps.callbacks import SweepSummary
@@ -30,7 +31,9 @@ from deeprun.sweeps.resources import (
     usable_cpus,
     worker_count,
 )
+from helpers.commands import invoke
 from helpers.configs import FAST
+from helpers.runs import without_times
 
 
 @pytest.fixture(autouse=True)
@@ -288,6 +291,15 @@ def test_the_fused_launcher_trains_programs_side_by_side_in_worker_processes(tmp
     assert pids["0"] == pids["1"] != pids["2"] == pids["3"] and pid not in pids.values()  # (sgd, adam) x (1, 2)
     epoch_lines = [line for line in result.stdout.splitlines() if "epoch " in line and "/" in line]
     assert epoch_lines and all(line.startswith("[default #") for line in epoch_lines)
+    # Job 1 (sgd, seed 2), fused with job 0 in a worker, has the numbers it gets alone, bit for bit.
+    alone = invoke(deeprun_main, *FAST, "optimizer=sgd", "trainer.seed=2", "hydra.run.dir=alone", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    assert epochs_of(sweep_dir / "1") == epochs_of(tmp_path / "alone")
+
+
+def epochs_of(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return without_times([json.loads(line) for line in lines])
 
 
 def test_zero_jobs_is_a_config_error():

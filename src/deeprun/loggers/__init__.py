@@ -30,6 +30,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,4 +271,10 @@ def finish_sweep(sweep_dir: Path, status: str) -> None:
     from deeprun.loggers.mlflow import RUN_FILE, finish_parent
 
     if (Path(sweep_dir) / RUN_FILE).is_file():
-        finish_parent(Path(sweep_dir), status)
+        try:
+            finish_parent(Path(sweep_dir), status)
+        except Exception as error:  # the tracking store: the sweep's folder still holds every record
+            print(
+                f"deeprun: warning: could not end the sweep's tracking run: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )

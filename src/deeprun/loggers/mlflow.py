@@ -103,8 +103,10 @@ class MLflowLog(RunLog):
     def finish(self, summary: dict[str, Any]) -> None:
         if self.client is None:
             return
+        self._metrics(test_metrics(summary), summary["epochs_completed"])
+        if self.client is None:  # the store failed just now (said once)
+            return
         try:
-            self._metrics(test_metrics(summary), summary["epochs_completed"])
             tags = {"deeprun.status": summary["status"]}
             commit = (summary.get("source") or {}).get("git_commit")
             if commit:
@@ -160,9 +162,15 @@ def finish_parent(sweep_dir: Path, status: str) -> None:
 
 
 def open_parent(sweep_dir: Path, tracking_uri: str, experiment: str) -> None:
-    """Create the sweep's parent run (a study's: before its first trial), unless it exists."""
-    with _setup_lock(tracking_uri, sweep_dir):
-        _parent(_client(tracking_uri), tracking_uri, experiment, sweep_dir)
+    """Create the sweep's parent run (a study's: before its first trial), unless it exists; a failing
+    store is one warning (its jobs then try on their own)."""
+    try:
+        with _setup_lock(tracking_uri, sweep_dir):
+            _parent(_client(tracking_uri), tracking_uri, experiment, sweep_dir)
+    except Exception as error:
+        print(
+            f"deeprun: warning: mlflow: {type(error).__name__}: {error}; no parent run for {sweep_dir}", file=sys.stderr
+        )
 
 
 def _parent(client: Any, tracking_uri: str, experiment: str, sweep_dir: Path) -> dict[str, Any]:

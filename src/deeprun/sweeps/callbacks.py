@@ -73,10 +73,7 @@ class SweepSummary(Callback):
         except Exception as error:
             log.warning("deeprun: could not write the sweep summary: %s: %s", type(error).__name__, error)
         unfinished, jobs = unfinished_jobs(sweep_dir)
-        try:
-            finish_sweep(sweep_dir, "failed" if unfinished else "completed")
-        except Exception as error:  # the tracking store: the sweep's folder still holds every record
-            log.warning("deeprun: could not end the sweep's tracking run: %s: %s", type(error).__name__, error)
+        finish_sweep(sweep_dir, "failed" if unfinished else "completed")
         if unfinished:
             print(
                 f"deeprun: error: {len(unfinished)} of {jobs} jobs did not finish: {', '.join(unfinished)} "
