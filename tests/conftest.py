@@ -35,21 +35,29 @@ def make_settings() -> Callable[..., Settings]:
     return fast_settings
 
 
+def session_cache_dir(tmp_path_factory) -> Path:
+    """This test session's cache folder, shared by its xdist workers (their base folders' parent is the
+    session's own): a program one worker compiled, the other loads. Entries are written by several
+    processes already (the commands a test starts, a sweep's workers); a torn read is a cache miss."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cache"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _compilation_cache(tmp_path_factory):
     """The persistent compilation cache, as the commands use it, for the in-process runs too: the tests
     train many identical programs (runs that differ only in seed or learning rate share them), and a test
-    process serves them from this worker's cache instead of compiling each again."""
+    process serves them from the session's cache instead of compiling each again."""
     from deeprun.training.trainer import configure_compilation_cache
 
-    os.environ["DEEPRUN_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "cache")
+    os.environ["DEEPRUN_CACHE_DIR"] = str(session_cache_dir(tmp_path_factory))
     configure_compilation_cache(True)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep decoded-data caches out of the user's home during tests (the system dataset still counts)."""
-    monkeypatch.setenv("DEEPRUN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("DEEPRUN_CACHE_DIR", str(session_cache_dir(tmp_path_factory)))
     monkeypatch.delenv("DEEPRUN_DATA", raising=False)
     yield
 
