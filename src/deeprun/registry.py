@@ -249,6 +249,18 @@ class Registry(Generic[T]):
         fields = {key: value for key, value in config.items() if key != "name"}
         return {"name": name, **complete_fields(self._entries[name], fields)}
 
+    def complete_each(self, entry: Any) -> Any:
+        """A ``{option: fields}`` entry (a group that selects several options at once) with each known
+        option's fields completed; unknown names and malformed fields are kept, for validation to name."""
+        if not isinstance(entry, Mapping):
+            return entry
+        return {
+            name: complete_fields(self._entries[name], fields or {})
+            if name in self._entries and isinstance(fields, Mapping | None)
+            else fields
+            for name, fields in entry.items()
+        }
+
     def default(self, name: str) -> T:
         """The option with all its defaults (handy in tests and plots)."""
         return self.build({"name": name})

@@ -159,16 +159,6 @@ def _option_group(key: str, registry: Registry, absent: Mapping[str, Any] | None
     return Group(key, key, registry, registry.build, registry.complete, absent)
 
 
-def _complete_regularizers(entry: Any) -> Any:
-    """Each selected regularizer's fields completed (``{name: fields}``; unknown names kept for validation)."""
-    if not isinstance(entry, Mapping):
-        return entry
-    return {
-        name: complete_fields(REGULARIZERS.get(name), values or {}) if name in REGULARIZERS else values
-        for name, values in entry.items()
-    }
-
-
 GROUPS = (
     _option_group("data", DATASETS),
     _option_group("model", MODELS),
@@ -176,7 +166,7 @@ GROUPS = (
     _option_group("activation", ACTIVATIONS),
     _option_group("normalization", NORMALIZATIONS),
     # A list of options at once ({name: fields}), merged into one Regularization.
-    Group("regularizer", "regularization", REGULARIZERS, build_regularization, _complete_regularizers, {}, True),
+    Group("regularizer", "regularization", REGULARIZERS, build_regularization, REGULARIZERS.complete_each, {}, True),
     _option_group("optimizer", OPTIMIZERS),
     _option_group("schedule", SCHEDULES),
     Group(

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deeprun.registry import ConfigError, Registry, complete_fields, from_mapping, require, require_non_negative
+from deeprun.registry import ConfigError, Registry, from_mapping, require, require_non_negative
 
 LOGGERS: Registry[Any] = Registry("logger")
 
@@ -188,16 +188,8 @@ def build_loggers(entry: Mapping[str, Any] | None) -> Loggers:
 
 
 def complete_loggers(entry: Any) -> Any:
-    """Each selected logger's fields completed (unknown names kept for validation)."""
-    if not isinstance(entry, Mapping):
-        return entry
-    return {
-        name: complete_fields(LOGGERS.get(name), fields or {})
-        if name in LOGGERS and isinstance(fields, Mapping | None)
-        # ``none`` selects nothing: it has no fields to complete
-        else fields
-        for name, fields in _by_name(entry).items()
-    }
+    """Each selected logger's fields completed (an older run's one-option form read as ``{name: fields}``)."""
+    return LOGGERS.complete_each(_by_name(entry)) if isinstance(entry, Mapping) else entry
 
 
 def _by_name(entry: Mapping[str, Any] | None) -> dict[str, Any]:
